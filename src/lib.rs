@@ -1,0 +1,4 @@
+//! rvs: a layer-4 load balancer (an LVS director) on a DPDK data plane.
+
+pub mod addr;
+pub mod sched;
