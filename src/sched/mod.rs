@@ -5,6 +5,36 @@
 //! connection counts) and returns the index of the chosen server, or `None`
 //! when no server may take new connections (all weights 0). Picks happen on
 //! the packet path: they must not allocate, lock or panic.
+//!
+//! The four classic IPVS schedulers live here, each reproducing the choices
+//! of its Linux counterpart (`net/netfilter/ipvs/ip_vs_*.c`):
+//!
+//! | name  | type                        | chooses                                   |
+//! |-------|-----------------------------|-------------------------------------------|
+//! | `rr`  | [`RoundRobin`]              | the next server after the last one chosen |
+//! | `wrr` | [`WeightedRoundRobin`]      | servers in turn, `weight / gcd` turns each per cycle |
+//! | `lc`  | [`LeastConnection`]         | least [`ServerLoad::overhead`]            |
+//! | `wlc` | [`WeightedLeastConnection`] | least `overhead / weight`                 |
+//!
+//! # Configuration changes
+//!
+//! Some schedulers derive state from the server list (`wrr` keeps the
+//! greatest common divisor and maximum of the weights). The worker must call
+//! [`Scheduler::update`] with the new slice after every configuration change
+//! of the service (server added, removed or reordered, weight changed) and
+//! before the next [`Scheduler::pick`]; this is IPVS's `add_dest` /
+//! `del_dest` / `upd_dest` notification. Calling it when nothing changed is
+//! harmless (`wrr` restarts its scan at the first server, as IPVS does).
+
+mod lc;
+mod rr;
+mod wlc;
+mod wrr;
+
+pub use lc::LeastConnection;
+pub use rr::RoundRobin;
+pub use wlc::WeightedLeastConnection;
+pub use wrr::WeightedRoundRobin;
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -21,6 +51,26 @@ pub struct ServerLoad {
     pub inactive: u32,
 }
 
+impl ServerLoad {
+    /// Cost of an established connection in units of other connections:
+    /// IPVS reckons the former 256 times as expensive.
+    pub const ACTIVE_COST: u64 = 256;
+
+    /// Whether the server may receive new connections (weight above 0).
+    #[inline]
+    pub fn is_available(&self) -> bool {
+        self.weight > 0
+    }
+
+    /// The IPVS connection overhead `active * 256 + inactive` that `lc` and
+    /// `wlc` minimise. Computed in `u64`, so it cannot overflow (at most
+    /// about 2^40), where the kernel's `int` would wrap.
+    #[inline]
+    pub fn overhead(&self) -> u64 {
+        u64::from(self.active) * Self::ACTIVE_COST + u64::from(self.inactive)
+    }
+}
+
 /// The new flow being scheduled (hashing schedulers use it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowInfo {
@@ -34,8 +84,20 @@ pub struct FlowInfo {
 pub trait Scheduler: Send {
     /// Name as ipvsadm prints it.
     fn name(&self) -> &'static str;
-    /// Index into `servers` of the server for a new connection.
+    /// Index into `servers` of the server for a new connection; `None` when
+    /// every weight is 0 or the slice is empty. Never returns the index of a
+    /// weight-0 server. Must not allocate, lock or panic.
     fn pick(&mut self, servers: &[ServerLoad], flow: &FlowInfo) -> Option<usize>;
+    /// Configuration-change hook (IPVS `add_dest`/`del_dest`/`upd_dest`).
+    ///
+    /// The worker must call it with the service's new server slice after
+    /// every change to the list or to any weight, before the next `pick`,
+    /// and once after `build` before the first `pick`. Connection counts
+    /// are not configuration: they change between picks without a call.
+    /// Control path; the default does nothing.
+    fn update(&mut self, servers: &[ServerLoad]) {
+        let _ = servers;
+    }
 }
 
 /// Scheduler names accepted in configuration.
@@ -64,14 +126,16 @@ impl SchedulerKind {
     }
 
     /// A fresh scheduler of this kind (control path: allocates).
+    /// Call [`Scheduler::update`] on it with the service's servers before
+    /// the first pick.
     pub fn build(self) -> Box<dyn Scheduler> {
-        todo_scheduler(self)
+        match self {
+            Self::Rr => Box::new(RoundRobin::new()),
+            Self::Wrr => Box::new(WeightedRoundRobin::new()),
+            Self::Lc => Box::new(LeastConnection::new()),
+            Self::Wlc => Box::new(WeightedLeastConnection::new()),
+        }
     }
-}
-
-// Placeholder until the scheduler files land.
-fn todo_scheduler(_kind: SchedulerKind) -> Box<dyn Scheduler> {
-    unimplemented!("schedulers not yet written")
 }
 
 impl fmt::Display for SchedulerKind {
@@ -90,5 +154,125 @@ impl FromStr for SchedulerKind {
                 names.join(", ")
             )
         })
+    }
+}
+
+/// Helpers shared by the schedulers' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{FlowInfo, ServerLoad};
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    /// Any flow: none of the schedulers here looks at it.
+    pub fn flow() -> FlowInfo {
+        FlowInfo {
+            protocol: 6,
+            client_addr: Ipv4Addr::new(192, 0, 2, 1),
+            client_port: 40000,
+            virtual_addr: Ipv4Addr::new(198, 51, 100, 1),
+            virtual_port: 80,
+        }
+    }
+
+    pub fn server(weight: u32, active: u32, inactive: u32) -> ServerLoad {
+        ServerLoad {
+            weight,
+            active,
+            inactive,
+        }
+    }
+
+    /// Servers with the given weights and no connections.
+    pub fn weighted(weights: &[u32]) -> Vec<ServerLoad> {
+        weights.iter().map(|&w| server(w, 0, 0)).collect()
+    }
+
+    /// Weights biased towards 0 and small values (so ties, gcds above 1
+    /// and all-zero lists are common), with the occasional large one.
+    pub fn weight() -> impl Strategy<Value = u32> {
+        prop_oneof![
+            3 => Just(0u32),
+            6 => 1u32..=8,
+            2 => (1u32..=6).prop_map(|w| w * 4),
+            1 => 0u32..=65535,
+        ]
+    }
+
+    /// Connection counts: mostly small (ties), sometimes anything.
+    pub fn count() -> impl Strategy<Value = u32> {
+        prop_oneof![4 => 0u32..=4, 2 => 0u32..=1000, 1 => any::<u32>()]
+    }
+
+    pub fn server_load() -> impl Strategy<Value = ServerLoad> {
+        (weight(), count(), count()).prop_map(|(w, a, i)| server(w, a, i))
+    }
+
+    pub fn servers() -> impl Strategy<Value = Vec<ServerLoad>> {
+        prop::collection::vec(server_load(), 0..8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{flow, server, servers};
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn build_gives_the_named_scheduler() {
+        for &kind in SchedulerKind::ALL {
+            assert_eq!(kind.build().name(), kind.name());
+            assert_eq!(kind.name().parse::<SchedulerKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.name());
+        }
+        assert!("sh".parse::<SchedulerKind>().is_err());
+    }
+
+    #[test]
+    fn overhead_weighs_active_connections_256_times() {
+        assert_eq!(server(1, 0, 0).overhead(), 0);
+        assert_eq!(server(1, 1, 0).overhead(), 256);
+        assert_eq!(server(1, 2, 3).overhead(), 515);
+        let huge = server(1, u32::MAX, u32::MAX);
+        assert_eq!(huge.overhead(), u64::from(u32::MAX) * 257);
+    }
+
+    #[test]
+    fn every_scheduler_returns_none_when_nothing_is_available() {
+        for &kind in SchedulerKind::ALL {
+            let mut sched = kind.build();
+            sched.update(&[]);
+            assert_eq!(sched.pick(&[], &flow()), None, "{kind}");
+            let idle = [server(0, 0, 0), server(0, 5, 1)];
+            sched.update(&idle);
+            assert_eq!(sched.pick(&idle, &flow()), None, "{kind}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the loads and weights, over a run of picks with the
+        /// list changing in between: no scheduler picks a weight-0 server
+        /// or an index out of range, and each finds a server exactly when
+        /// one has a positive weight.
+        #[test]
+        fn no_scheduler_picks_weight_zero(
+            lists in prop::collection::vec(servers(), 1..6),
+            picks_per_list in 1usize..20,
+        ) {
+            for &kind in SchedulerKind::ALL {
+                let mut sched = kind.build();
+                for list in &lists {
+                    sched.update(list);
+                    let any_available = list.iter().any(ServerLoad::is_available);
+                    for _ in 0..picks_per_list {
+                        match sched.pick(list, &flow()) {
+                            Some(i) => prop_assert!(list[i].weight > 0, "{} picked {}", kind, i),
+                            None => prop_assert!(!any_available, "{} found nothing", kind),
+                        }
+                    }
+                }
+            }
+        }
     }
 }

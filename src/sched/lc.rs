@@ -1,0 +1,115 @@
+//! Least connection (`lc`), as IPVS's `ip_vs_lc.c`.
+//!
+//! Each new connection goes to the available server (weight above 0) with
+//! the smallest connection overhead
+//!
+//! ```text
+//! overhead = active * 256 + inactive
+//! ```
+//!
+//! ([`ServerLoad::overhead`]): an established connection is reckoned to cost
+//! 256 times an idle or closing one. Weights only decide availability; among
+//! servers with equal overhead the first in list order wins, as in the
+//! kernel, which keeps its first minimum.
+//!
+//! Cost: one pass over the list, O(n); no state.
+
+use super::{FlowInfo, Scheduler, ServerLoad};
+
+/// The `lc` scheduler. See the module documentation.
+#[derive(Clone, Debug, Default)]
+pub struct LeastConnection;
+
+impl LeastConnection {
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl Scheduler for LeastConnection {
+    fn name(&self) -> &'static str {
+        "lc"
+    }
+
+    fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
+        // `min_by_key` returns the first of equal minima: the kernel's tie rule.
+        servers
+            .iter()
+            .enumerate()
+            .filter(|(_, server)| server.is_available())
+            .min_by_key(|(_, server)| server.overhead())
+            .map(|(index, _)| index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sched::testing::{flow, server, servers};
+    use proptest::prelude::*;
+
+    fn pick(servers: &[ServerLoad]) -> Option<usize> {
+        LeastConnection::new().pick(servers, &flow())
+    }
+
+    #[test]
+    fn chooses_least_overhead() {
+        // Overheads 512+0, 256+10, 0+300.
+        let list = [server(1, 2, 0), server(1, 1, 10), server(1, 0, 300)];
+        assert_eq!(pick(&list), Some(1));
+        // One active connection outweighs 255 inactive ones, not 256.
+        assert_eq!(pick(&[server(1, 1, 0), server(1, 0, 255)]), Some(1));
+        assert_eq!(pick(&[server(1, 1, 0), server(1, 0, 257)]), Some(0));
+    }
+
+    #[test]
+    fn ties_go_to_the_first_server() {
+        assert_eq!(pick(&[server(1, 1, 0), server(1, 0, 256)]), Some(0));
+        assert_eq!(
+            pick(&[server(1, 3, 3), server(9, 1, 1), server(1, 1, 1)]),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn weight_only_decides_availability() {
+        assert_eq!(pick(&[server(100, 1, 0), server(1, 0, 5)]), Some(1));
+        assert_eq!(pick(&[server(0, 0, 0), server(1, 9, 9)]), Some(1));
+    }
+
+    #[test]
+    fn nothing_available_gives_none() {
+        assert_eq!(pick(&[]), None);
+        assert_eq!(pick(&[server(0, 0, 0), server(0, 1, 1)]), None);
+    }
+
+    #[test]
+    fn huge_counts_do_not_wrap() {
+        // In 32-bit arithmetic (u32::MAX << 8) would wrap to a small number.
+        let list = [server(1, u32::MAX, 0), server(1, 0, u32::MAX)];
+        assert_eq!(pick(&list), Some(1));
+    }
+
+    /// Exhaustive reference: the smallest (overhead, index) pair.
+    fn reference(servers: &[ServerLoad]) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for (index, server) in servers.iter().enumerate() {
+            if server.weight == 0 {
+                continue;
+            }
+            let overhead = server.active as u64 * 256 + server.inactive as u64;
+            let candidate = (overhead, index);
+            if best.is_none_or(|b| candidate < b) {
+                best = Some(candidate);
+            }
+        }
+        best.map(|(_, index)| index)
+    }
+
+    proptest! {
+        #[test]
+        fn matches_reference(list in servers()) {
+            prop_assert_eq!(pick(&list), reference(&list));
+        }
+    }
+}
