@@ -1,1 +1,195 @@
-fn main() {}
+//! rvsd: the rvs director daemon. Runs in the foreground, logs to stderr, and
+//! prints its counters as `name=value` lines on stdout when it stops.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use clap::Parser;
+
+use rvs::config::{self, Config, PortDevice};
+use rvs::counters::{DropReason, WorkerCounters};
+use rvs::dpdk::{self, Mempool, Port};
+use rvs::pipeline::Limits;
+use rvs::snapshot::Snapshot;
+use rvs::worker::{Shared, Worker};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rvsd",
+    version,
+    about = "rvs director: an LVS-style layer-4 load balancer on DPDK"
+)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Validate the configuration and exit (0 = valid, 2 = invalid).
+    #[arg(long)]
+    check: bool,
+}
+
+/// RX/TX descriptors per queue.
+const RING_SIZE: u16 = 1024;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rvsd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        eprintln!(
+            "rvsd: {}: configuration OK ({} ports, {} services)",
+            args.config.display(),
+            config.ports.len(),
+            config.services.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    match run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rvsd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn device_name(device: &PortDevice) -> &str {
+    match device {
+        PortDevice::Vdev(spec) => spec.split(',').next().unwrap_or(spec),
+        PortDevice::Pci(addr) => addr,
+    }
+}
+
+fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+
+    dpdk::eal_init(&config.dpdk.eal_args(&config.ports))?;
+    let worker_lcores: Vec<u32> = config.dpdk.lcore_ids[1..].to_vec();
+    let queues = worker_lcores.len() as u16;
+    let pool = Arc::new(Mempool::new("rvs_mbufs", config.dpdk.mbufs)?);
+
+    let mut ports = Vec::new();
+    let mut macs = Vec::new();
+    for p in &config.ports {
+        let port =
+            Port::by_name(device_name(&p.device)).map_err(|e| format!("port {:?}: {e}", p.name))?;
+        port.configure_and_start(queues, RING_SIZE, RING_SIZE, &pool)
+            .map_err(|e| format!("port {:?}: {e}", p.name))?;
+        let mac = port.mac()?;
+        eprintln!(
+            "rvsd: port {} = DPDK port {} ({}), MAC {}",
+            p.name,
+            port.id,
+            device_name(&p.device),
+            p.mac.unwrap_or(mac)
+        );
+        ports.push(port);
+        macs.push(mac);
+    }
+
+    let snapshot = Snapshot::compile(config, &macs, 1);
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(snapshot),
+        generation: AtomicU64::new(1),
+        stop: AtomicBool::new(false),
+    });
+    let counters: Vec<Arc<WorkerCounters>> = worker_lcores
+        .iter()
+        .map(|_| Arc::new(WorkerCounters::new(ports.len())))
+        .collect();
+    let limits = Limits::default();
+    for (queue, (&lcore, counters)) in worker_lcores.iter().zip(&counters).enumerate() {
+        let worker = Worker {
+            queue: queue as u16,
+            ports: ports.clone(),
+            pool: pool.clone(),
+            shared: shared.clone(),
+            counters: counters.clone(),
+            limits,
+            hash_seed: RandomState::new().build_hasher().finish(),
+        };
+        dpdk::launch_on_lcore(lcore, Box::new(move || worker.run()))?;
+    }
+    eprintln!(
+        "rvsd: forwarding: {} ports, {} services, {} worker lcores {:?}",
+        ports.len(),
+        config.services.len(),
+        worker_lcores.len(),
+        worker_lcores
+    );
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("rvsd: stopping");
+    shared.stop.store(true, Ordering::Relaxed);
+    dpdk::wait_all_workers();
+    let forwarding = started.elapsed();
+
+    print_report(config, &ports, &counters, forwarding);
+    for port in &ports {
+        port.stop_and_close();
+    }
+    drop(pool);
+    dpdk::eal_cleanup();
+    Ok(())
+}
+
+fn print_report(
+    config: &Config,
+    ports: &[Port],
+    counters: &[Arc<WorkerCounters>],
+    forwarding: Duration,
+) {
+    let sum = |f: &dyn Fn(&WorkerCounters) -> u64| counters.iter().map(|c| f(c)).sum::<u64>();
+    let mut out = String::new();
+    for (i, (p, port)) in config.ports.iter().zip(ports).enumerate() {
+        let nic = port.stats();
+        out += &format!(
+            "port.{}.rx_packets={}\n",
+            p.name,
+            sum(&|c| c.ports[i].rx_packets.get())
+        );
+        out += &format!(
+            "port.{}.tx_packets={}\n",
+            p.name,
+            sum(&|c| c.ports[i].tx_packets.get())
+        );
+        out += &format!("port.{}.nic_rx_packets={}\n", p.name, nic.rx_packets);
+        out += &format!("port.{}.nic_tx_packets={}\n", p.name, nic.tx_packets);
+        out += &format!("port.{}.nic_rx_missed={}\n", p.name, nic.rx_missed);
+        out += &format!("port.{}.nic_rx_no_mbuf={}\n", p.name, nic.rx_no_mbuf);
+    }
+    out += &format!("forward_seconds={:.3}\n", forwarding.as_secs_f64());
+    let hz = dpdk::tsc_hz().max(1) as f64;
+    out += &format!(
+        "busy_seconds={:.3}\n",
+        sum(&|c| c.busy_cycles.get()) as f64 / hz
+    );
+    out += &format!("conns_created={}\n", sum(&|c| c.conns_created.get()));
+    out += &format!("conns_expired={}\n", sum(&|c| c.conns_expired.get()));
+    out += &format!("conns_live={}\n", sum(&|c| c.conns_live.get()));
+    out += &format!(
+        "arp_requests_sent={}\n",
+        sum(&|c| c.arp_requests_sent.get())
+    );
+    out += &format!("replies_sent={}\n", sum(&|c| c.replies_sent.get()));
+    for &reason in DropReason::ALL {
+        out += &format!("drop.{}={}\n", reason.name(), sum(&|c| c.dropped(reason)));
+    }
+    print!("{out}");
+}

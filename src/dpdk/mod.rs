@@ -276,9 +276,8 @@ impl Mbuf {
                 return true;
             }
             // SAFETY: append only extends data_len/pkt_len within the buffer; it returns NULL if it cannot.
-            let ok = extra <= u16::MAX as usize
-                && !unsafe { sys::rvs_pktmbuf_append(m, extra as u16) }.is_null();
-            ok
+            extra <= u16::MAX as usize
+                && !unsafe { sys::rvs_pktmbuf_append(m, extra as u16) }.is_null()
         } else {
             // SAFETY: trim shortens the last segment; current - len < data_len of the only segment.
             unsafe { sys::rvs_pktmbuf_trim(m, (current - len) as u16) == 0 }
