@@ -703,3 +703,7 @@ pub fn write_l2(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
     eth.set_dst_addr(dst);
     eth.set_src_addr(src);
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;

@@ -1,0 +1,1 @@
+//! Unit tests of the pipeline on Vec<u8> frames (placeholder).
