@@ -375,6 +375,7 @@ impl DataPlane {
             client_port: key.src_port,
             virtual_addr: key.dst_addr,
             virtual_port: key.dst_port,
+            now,
         };
         let pick = state
             .scheduler

@@ -79,6 +79,8 @@ pub struct FlowInfo {
     pub client_port: u16,
     pub virtual_addr: Ipv4Addr,
     pub virtual_port: u16,
+    /// The worker's clock (ms), for schedulers with timed state (lblc).
+    pub now: u64,
 }
 
 pub trait Scheduler: Send {
@@ -168,10 +170,11 @@ pub(crate) mod testing {
     pub fn flow() -> FlowInfo {
         FlowInfo {
             protocol: 6,
-            client_addr: Ipv4Addr::new(192, 0, 2, 1),
+            client_addr: Ipv4Addr::new(198, 18, 0, 2),
             client_port: 40000,
-            virtual_addr: Ipv4Addr::new(198, 51, 100, 1),
+            virtual_addr: Ipv4Addr::new(198, 18, 0, 100),
             virtual_port: 80,
+            now: 0,
         }
     }
 
