@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::addr::MacAddr;
 use crate::config::Forward;
-use crate::conn::{Conn, ConnState, ConnTable, Direction, FlowKey, Millis, TcpFlags};
+use crate::conn::{Conn, ConnId, ConnState, ConnTable, Direction, FlowKey, Millis, TcpFlags};
 use crate::counters::{DropReason, WorkerCounters};
 use crate::neigh::{NeighborTable, Resolution};
 use crate::sched::{FlowInfo, Scheduler, ServerLoad};
@@ -327,17 +327,17 @@ impl DataPlane {
                 && is_new_tcp(l4.flags)
                 && matches!(conn.state, ConnState::TimeWait | ConnState::Close);
             if !reuse {
-                return self.forward_from_client(frame, l4_start, id, l4, now);
+                return self.forward(frame, l4_start, id, l4, Direction::FromClient, now);
             }
             // The client reuses its port after the old connection closed:
             // schedule afresh, as IPVS's conn_reuse_mode does.
             let old = self.conns.remove(id);
             self.account(old.dest_id, Some(old.state), None);
-            self.counters.conns_live.add(u64::MAX); // -1 on a wrapping counter
+            self.counters.conns_live.add(1u64.wrapping_neg()); // −1 on a wrapping counter
         }
         // A reply from a real server.
         if let Some(id) = self.conns.find_from_server(&key) {
-            return self.forward_from_server(frame, l4_start, id, l4, now);
+            return self.forward(frame, l4_start, id, l4, Direction::FromServer, now);
         }
         // A new connection to a virtual service.
         if let Some(svc) = self.snapshot.service(l4.protocol, ip_dst, l4.dst_port) {
@@ -345,7 +345,7 @@ impl DataPlane {
                 return Verdict::Drop(DropReason::NoConnection);
             }
             return match self.schedule(svc, &key, now) {
-                Ok(id) => self.forward_from_client(frame, l4_start, id, l4, now),
+                Ok(id) => self.forward(frame, l4_start, id, l4, Direction::FromClient, now),
                 Err(reason) => Verdict::Drop(reason),
             };
         }
@@ -360,12 +360,7 @@ impl DataPlane {
     }
 
     /// Picks a server for a new flow and records the connection.
-    fn schedule(
-        &mut self,
-        svc: usize,
-        key: &FlowKey,
-        now: Millis,
-    ) -> Result<crate::conn::ConnId, DropReason> {
+    fn schedule(&mut self, svc: usize, key: &FlowKey, now: Millis) -> Result<ConnId, DropReason> {
         let snapshot = &self.snapshot;
         let service = &snapshot.services[svc];
         let state = &mut self.services[svc];
@@ -406,61 +401,44 @@ impl DataPlane {
         Ok(id)
     }
 
-    fn forward_from_client(
+    /// Advances the connection's state for a packet in direction `dir` and
+    /// rewrites it: towards the real server (DNAT) or back to the client
+    /// from the VIP (SNAT).
+    fn forward(
         &mut self,
         frame: &mut [u8],
         l4_start: usize,
-        id: crate::conn::ConnId,
+        id: ConnId,
         l4: L4Info,
+        dir: Direction,
         now: Millis,
     ) -> Verdict {
-        let (old, new) = self.conns.on_packet(
-            id,
-            Direction::FromClient,
-            l4.flags,
-            now,
-            &self.snapshot.timeouts,
-        );
+        let (old, new) = self
+            .conns
+            .on_packet(id, dir, l4.flags, now, &self.snapshot.timeouts);
         let conn = *self.conns.get(id);
         if old != new {
             self.account(conn.dest_id, Some(old), Some(new));
         }
-        let Some((port, next_hop)) = self.snapshot.route(conn.real_addr) else {
+        let towards = match dir {
+            Direction::FromClient => conn.real_addr,
+            Direction::FromServer => conn.client_addr,
+        };
+        let Some((port, next_hop)) = self.snapshot.route(towards) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        rewrite_destination(frame, l4_start, l4.protocol, conn.real_addr, conn.real_port);
-        Verdict::Forward { port, next_hop }
-    }
-
-    fn forward_from_server(
-        &mut self,
-        frame: &mut [u8],
-        l4_start: usize,
-        id: crate::conn::ConnId,
-        l4: L4Info,
-        now: Millis,
-    ) -> Verdict {
-        let (old, new) = self.conns.on_packet(
-            id,
-            Direction::FromServer,
-            l4.flags,
-            now,
-            &self.snapshot.timeouts,
-        );
-        let conn = *self.conns.get(id);
-        if old != new {
-            self.account(conn.dest_id, Some(old), Some(new));
+        match dir {
+            Direction::FromClient => {
+                rewrite_destination(frame, l4_start, l4.protocol, conn.real_addr, conn.real_port)
+            }
+            Direction::FromServer => rewrite_source(
+                frame,
+                l4_start,
+                l4.protocol,
+                conn.virtual_addr,
+                conn.virtual_port,
+            ),
         }
-        let Some((port, next_hop)) = self.snapshot.route(conn.client_addr) else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        rewrite_source(
-            frame,
-            l4_start,
-            l4.protocol,
-            conn.virtual_addr,
-            conn.virtual_port,
-        );
         Verdict::Forward { port, next_hop }
     }
 
