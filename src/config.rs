@@ -20,7 +20,7 @@
 //! [[service]]
 //! protocol = "tcp"                 # "tcp" | "udp"
 //! address = "198.18.0.100:80"      # VIP:port
-//! scheduler = "wlc"                # "rr" | "wrr" | "lc" | "wlc" (default "wlc")
+//! scheduler = "wlc"                # any name of `SchedulerKind::ALL` (default "wlc")
 //!
 //! [[service.server]]
 //! address = "198.19.0.11:80"
@@ -34,7 +34,7 @@
 //!
 //! Every error names the file, the 1-based line of the offending key or value
 //! and the key path, e.g.
-//! `lab.toml:14: service[0].scheduler: unknown scheduler "fifo" (expected one of: rr, wrr, lc, wlc)`.
+//! `lab.toml:14: service[0].scheduler: unknown scheduler "fifo" (expected one of: rr, wrr, lc, wlc, ...)`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -2043,6 +2043,12 @@ addresses = ["10.0.0.1/8"]
         );
     }
 
+    fn all_scheduler_names() -> String {
+        let names: Vec<&str> = SchedulerKind::ALL.iter().map(|k| k.name()).collect();
+        assert!(names.starts_with(&["rr", "wrr", "lc", "wlc"]));
+        names.join(", ")
+    }
+
     #[test]
     fn unknown_scheduler() {
         let e = expect_err(
@@ -2053,7 +2059,10 @@ addresses = ["10.0.0.1/8"]
         );
         assert_eq!(
             e.to_string(),
-            r#"t.toml:13: service[0].scheduler: unknown scheduler "fifo" (expected one of: rr, wrr, lc, wlc)"#
+            format!(
+                r#"t.toml:13: service[0].scheduler: unknown scheduler "fifo" (expected one of: {})"#,
+                all_scheduler_names()
+            )
         );
     }
 
@@ -2204,8 +2213,9 @@ addresses = ["10.0.0.1/8"]
         assert_eq!(
             e.to_string(),
             format!(
-                "{}:15: service[0].scheduler: unknown scheduler \"fifo\" (expected one of: rr, wrr, lc, wlc)",
-                path.display()
+                "{}:15: service[0].scheduler: unknown scheduler \"fifo\" (expected one of: {})",
+                path.display(),
+                all_scheduler_names()
             )
         );
     }

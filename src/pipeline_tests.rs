@@ -21,8 +21,7 @@ use crate::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
 use crate::wire::{
     build_arp_frame, build_icmp_frame, build_ipv4_frame, build_tcp_frame, build_udp_frame,
     ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr, IcmpMessage,
-    IcmpPacket, IcmpRepr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr, UdpPacket,
-    UdpRepr,
+    IcmpPacket, IcmpRepr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr, UdpPacket, UdpRepr,
 };
 
 // ---------------------------------------------------------------------------
@@ -243,7 +242,11 @@ impl Pkt {
             src_port: self.sport,
             dst_port: self.dport,
             seq_number: 0x1000_0000,
-            ack_number: if self.flags & ACK != 0 { 0x2000_0001 } else { 0 },
+            ack_number: if self.flags & ACK != 0 {
+                0x2000_0001
+            } else {
+                0
+            },
             flags: self.flags,
             window_len: 64240,
             max_seg_size: (self.flags & SYN != 0).then_some(1460),
@@ -324,7 +327,10 @@ fn assert_checksums(frame: &[u8]) {
 #[track_caller]
 fn assert_frame(got: &[u8], expected: &[u8]) {
     assert_checksums(got);
-    assert_eq!(got, expected, "rewritten frame differs from the rebuilt one");
+    assert_eq!(
+        got, expected,
+        "rewritten frame differs from the rebuilt one"
+    );
 }
 
 fn client_key(sport: u16) -> FlowKey {
@@ -338,7 +344,9 @@ fn client_key(sport: u16) -> FlowKey {
 }
 
 fn state_of(dp: &DataPlane, key: &FlowKey) -> Option<ConnState> {
-    dp.conns.find_from_client(key).map(|id| dp.conns.get(id).state)
+    dp.conns
+        .find_from_client(key)
+        .map(|id| dp.conns.get(id).state)
 }
 
 fn load(active: u32, inactive: u32) -> (u32, u32) {
@@ -355,7 +363,11 @@ fn loads(dp: &DataPlane, svc: usize) -> Vec<(u32, u32)> {
 /// SYN, SYN-ACK, ACK for client port `sport`; returns the server chosen.
 fn handshake(dp: &mut DataPlane, sport: u16, now: Millis) -> Ipv4Addr {
     let (v, _) = run(dp, Pkt::from_client(sport, SYN).tcp(), WAN, now);
-    let Verdict::Forward { port: LAN, next_hop } = v else {
+    let Verdict::Forward {
+        port: LAN,
+        next_hop,
+    } = v
+    else {
         panic!("SYN from {sport}: {v:?}");
     };
     let (v, _) = run(
@@ -367,7 +379,10 @@ fn handshake(dp: &mut DataPlane, sport: u16, now: Millis) -> Ipv4Addr {
     assert_eq!(v, forward(WAN, CLIENT), "SYN-ACK to {sport}");
     let (v, _) = run(dp, Pkt::from_client(sport, ACK).tcp(), WAN, now);
     assert_eq!(v, forward(LAN, next_hop), "ACK from {sport}");
-    assert_eq!(state_of(dp, &client_key(sport)), Some(ConnState::Established));
+    assert_eq!(
+        state_of(dp, &client_key(sport)),
+        Some(ConnState::Established)
+    );
     next_hop
 }
 
@@ -538,7 +553,7 @@ fn arp_reply_from_a_host_we_asked_for_is_learned() {
 }
 
 #[test]
-fn arp_reply_to_a_request_for_a_host_on_the_other_port_is_learned() {
+fn arp_reply_completes_a_pending_entry_whatever_its_target() {
     // We asked from the LAN port; the reply names the WAN address as target
     // (a confused host), which we do not answer on LAN: the pending entry
     // is still completed, since we asked.
@@ -587,7 +602,10 @@ fn gratuitous_arp_from_a_stranger_creates_no_entry() {
 #[test]
 fn gratuitous_arp_updates_a_known_neighbor() {
     let mut dp = base();
-    assert_eq!(run(&mut dp, arp_request(WAN_IP), WAN, 0).0, Verdict::Reply { port: WAN });
+    assert_eq!(
+        run(&mut dp, arp_request(WAN_IP), WAN, 0).0,
+        Verdict::Reply { port: WAN }
+    );
     assert_eq!(dp.neighbors.mac_of(CLIENT), Some(CLIENT_MAC));
     let moved = MacAddr([0x02, 0, 0, 0, 0, 0xcc]);
     let garp = arp_frame(
@@ -597,7 +615,10 @@ fn gratuitous_arp_updates_a_known_neighbor() {
         (moved, CLIENT),
         (MacAddr::ZERO, CLIENT),
     );
-    assert_eq!(run(&mut dp, garp, WAN, 10).0, drop_(DropReason::ArpNotForUs));
+    assert_eq!(
+        run(&mut dp, garp, WAN, 10).0,
+        drop_(DropReason::ArpNotForUs)
+    );
     assert_eq!(dp.neighbors.mac_of(CLIENT), Some(moved));
 }
 
@@ -651,7 +672,10 @@ fn write_arp_request_builds_a_60_byte_broadcast_request() {
     );
     expected.resize(60, 0);
     assert_eq!(&buf[..60], &expected[..]);
-    assert!(buf[60..].iter().all(|&b| b == 0xaa), "nothing past 60 bytes");
+    assert!(
+        buf[60..].iter().all(|&b| b == 0xaa),
+        "nothing past 60 bytes"
+    );
 
     // From the WAN port, for the gateway-side peer.
     assert_eq!(dp.write_arp_request(&mut buf, WAN, CLIENT), Some(60));
@@ -696,7 +720,13 @@ fn write_arp_request_uses_the_address_whose_prefix_holds_the_target() {
 // ---------------------------------------------------------------------------
 
 /// The echo reply rvs should send for `echo_request(dst, ...)` from CLIENT.
-fn expected_echo_reply(from: Ipv4Addr, port_mac: MacAddr, ident: u16, seq: u16, data: &[u8]) -> Vec<u8> {
+fn expected_echo_reply(
+    from: Ipv4Addr,
+    port_mac: MacAddr,
+    ident: u16,
+    seq: u16,
+    data: &[u8],
+) -> Vec<u8> {
     build_icmp_frame(
         &EthernetRepr {
             src_addr: port_mac,
@@ -756,7 +786,11 @@ fn all_zero_echo_reply_has_a_valid_nonzero_checksum() {
     assert_checksums(&out);
     let icmp = IcmpPacket::new_checked(&out[34..]).unwrap();
     assert_eq!(icmp.msg_type(), IcmpMessage::EchoReply);
-    assert_eq!(icmp.checksum(), 0xffff, "all-zero message: checksum 0xffff, not 0x0000");
+    assert_eq!(
+        icmp.checksum(),
+        0xffff,
+        "all-zero message: checksum 0xffff, not 0x0000"
+    );
     assert_eq!(out, expected_echo_reply(WAN_IP, WAN_MAC, 0, 0, b""));
 }
 
@@ -769,7 +803,10 @@ fn echo_reply_of_a_padded_request_checksums_the_message_only() {
     let (v, out) = run(&mut dp, frame, WAN, 0);
     assert_eq!(v, Verdict::Reply { port: WAN });
     assert_checksums(&out[..42]);
-    assert_eq!(&out[..42], &expected_echo_reply(WAN_IP, WAN_MAC, 5, 6, b"")[..]);
+    assert_eq!(
+        &out[..42],
+        &expected_echo_reply(WAN_IP, WAN_MAC, 5, 6, b"")[..]
+    );
 }
 
 #[test]
@@ -779,12 +816,18 @@ fn icmp_other_than_echo_request_is_not_answered() {
     let mut frame = echo_request(WAN_IP, 1, 1, b"x");
     frame[34] = 0;
     IcmpPacket::new_unchecked(&mut frame[34..]).fill_checksum();
-    assert_eq!(run(&mut dp, frame, WAN, 0).0, drop_(DropReason::IcmpNotEcho));
+    assert_eq!(
+        run(&mut dp, frame, WAN, 0).0,
+        drop_(DropReason::IcmpNotEcho)
+    );
     // Echo request with a non-zero code.
     let mut frame = echo_request(WAN_IP, 1, 1, b"x");
     frame[35] = 1;
     IcmpPacket::new_unchecked(&mut frame[34..]).fill_checksum();
-    assert_eq!(run(&mut dp, frame, WAN, 0).0, drop_(DropReason::IcmpNotEcho));
+    assert_eq!(
+        run(&mut dp, frame, WAN, 0).0,
+        drop_(DropReason::IcmpNotEcho)
+    );
     // Bad ICMP checksum.
     let mut frame = echo_request(WAN_IP, 1, 1, b"x");
     frame[36] ^= 0x01;
@@ -811,7 +854,9 @@ fn syn_is_forwarded_to_a_real_server_with_dnat() {
     assert_eq!(dp.conns.len(), 1);
     assert_eq!(dp.counters.conns_created.get(), 1);
     assert_eq!(dp.counters.conns_live.get(), 1);
-    let conn = *dp.conns.get(dp.conns.find_from_client(&client_key(40000)).unwrap());
+    let conn = *dp
+        .conns
+        .get(dp.conns.find_from_client(&client_key(40000)).unwrap());
     assert_eq!((conn.real_addr, conn.real_port), (RS1, RS_PORT));
     assert_eq!(conn.state, ConnState::SynRecv);
 }
@@ -850,7 +895,11 @@ fn packets_of_a_connection_follow_its_server_and_rr_alternates() {
     let mut chosen = Vec::new();
     for sport in 40000..40006 {
         let (v, _) = run(&mut dp, Pkt::from_client(sport, SYN).tcp(), WAN, 0);
-        let Verdict::Forward { port: LAN, next_hop } = v else {
+        let Verdict::Forward {
+            port: LAN,
+            next_hop,
+        } = v
+        else {
             panic!("{v:?}");
         };
         chosen.push(next_hop);
@@ -879,13 +928,23 @@ fn weight_zero_servers_are_never_chosen() {
         let mut seen = Vec::new();
         for sport in 1000..1040 {
             let (v, _) = run(&mut dp, Pkt::from_client(sport, SYN).tcp(), WAN, 0);
-            let Verdict::Forward { port: LAN, next_hop } = v else {
+            let Verdict::Forward {
+                port: LAN,
+                next_hop,
+            } = v
+            else {
                 panic!("{scheduler}: {v:?}");
             };
-            assert!(next_hop == RS2 || next_hop == RS4, "{scheduler} chose {next_hop}");
+            assert!(
+                next_hop == RS2 || next_hop == RS4,
+                "{scheduler} chose {next_hop}"
+            );
             seen.push(next_hop);
         }
-        assert!(seen.contains(&RS2) && seen.contains(&RS4), "{scheduler}: {seen:?}");
+        assert!(
+            seen.contains(&RS2) && seen.contains(&RS4),
+            "{scheduler}: {seen:?}"
+        );
         let l = loads(&dp, 0);
         assert_eq!((l[0], l[2]), (load(0, 0), load(0, 0)), "{scheduler}");
     }
@@ -914,14 +973,29 @@ fn all_weights_zero_or_no_servers_drop_with_no_server() {
 #[test]
 fn tcp_other_than_syn_without_connection_is_dropped() {
     let mut dp = base();
-    for flags in [ACK, ACK | PSH, FIN | ACK, RST, RST | ACK, SYN | ACK, SYN | RST, SYN | FIN, 0] {
+    for flags in [
+        ACK,
+        ACK | PSH,
+        FIN | ACK,
+        RST,
+        RST | ACK,
+        SYN | ACK,
+        SYN | RST,
+        SYN | FIN,
+        0,
+    ] {
         let (v, _) = run(&mut dp, Pkt::from_client(40000, flags).tcp(), WAN, 0);
         assert_eq!(v, drop_(DropReason::NoConnection), "flags {flags:#04x}");
     }
     assert_eq!(dp.conns.len(), 0);
     assert_eq!(dp.counters.conns_created.get(), 0);
     // A stray reply from a real server with no connection.
-    let (v, _) = run(&mut dp, Pkt::from_server(RS1, 40000, SYN | ACK).tcp(), LAN, 0);
+    let (v, _) = run(
+        &mut dp,
+        Pkt::from_server(RS1, 40000, SYN | ACK).tcp(),
+        LAN,
+        0,
+    );
     assert_eq!(v, drop_(DropReason::NoService));
 }
 
@@ -978,7 +1052,9 @@ fn udp_without_checksum_stays_without_checksum() {
     assert_eq!(v, forward(LAN, RS1));
     assert_eq!(out, zero(query.to_server(RS1, DNS_RS_PORT).udp()));
     assert_eq!(UdpPacket::new_checked(&out[34..]).unwrap().checksum(), 0);
-    assert!(Ipv4Packet::new_checked(&out[14..]).unwrap().verify_checksum());
+    assert!(Ipv4Packet::new_checked(&out[14..])
+        .unwrap()
+        .verify_checksum());
 
     let answer = Pkt {
         sport: DNS_RS_PORT,
@@ -1050,12 +1126,28 @@ fn loads_follow_the_tcp_handshake_and_expiry() {
     let mut dp = base();
     assert_eq!(loads(&dp, SVC_TCP), [load(0, 0), load(0, 0)]);
     run(&mut dp, Pkt::from_client(40000, SYN).tcp(), WAN, 0);
-    assert_eq!(loads(&dp, SVC_TCP), [load(0, 1), load(0, 0)], "SYN_RECV is inactive");
-    run(&mut dp, Pkt::from_server(RS1, 40000, SYN | ACK).tcp(), LAN, 1);
+    assert_eq!(
+        loads(&dp, SVC_TCP),
+        [load(0, 1), load(0, 0)],
+        "SYN_RECV is inactive"
+    );
+    run(
+        &mut dp,
+        Pkt::from_server(RS1, 40000, SYN | ACK).tcp(),
+        LAN,
+        1,
+    );
     assert_eq!(loads(&dp, SVC_TCP), [load(0, 1), load(0, 0)]);
     run(&mut dp, Pkt::from_client(40000, ACK).tcp(), WAN, 2);
-    assert_eq!(state_of(&dp, &client_key(40000)), Some(ConnState::Established));
-    assert_eq!(loads(&dp, SVC_TCP), [load(1, 0), load(0, 0)], "ESTABLISHED is active");
+    assert_eq!(
+        state_of(&dp, &client_key(40000)),
+        Some(ConnState::Established)
+    );
+    assert_eq!(
+        loads(&dp, SVC_TCP),
+        [load(1, 0), load(0, 0)],
+        "ESTABLISHED is active"
+    );
 
     // Nothing expires within the ESTABLISHED timeout (900 s).
     assert_eq!(dp.expire(2 + 899_999, 1 << 16), 0);
@@ -1075,9 +1167,17 @@ fn loads_follow_the_close_of_a_connection() {
     let mut dp = base();
     handshake(&mut dp, 40000, 0);
     run(&mut dp, Pkt::from_client(40000, FIN | ACK).tcp(), WAN, 1);
-    assert_eq!(state_of(&dp, &client_key(40000)), Some(ConnState::CloseWait));
+    assert_eq!(
+        state_of(&dp, &client_key(40000)),
+        Some(ConnState::CloseWait)
+    );
     assert_eq!(loads(&dp, SVC_TCP)[0], load(0, 1));
-    run(&mut dp, Pkt::from_server(RS1, 40000, FIN | ACK).tcp(), LAN, 2);
+    run(
+        &mut dp,
+        Pkt::from_server(RS1, 40000, FIN | ACK).tcp(),
+        LAN,
+        2,
+    );
     run(&mut dp, Pkt::from_client(40000, ACK).tcp(), WAN, 3);
     assert_eq!(state_of(&dp, &client_key(40000)), Some(ConnState::TimeWait));
     assert_eq!(loads(&dp, SVC_TCP)[0], load(0, 1));
@@ -1161,7 +1261,10 @@ fn udp_traffic_keeps_the_connection_alive() {
         sport: DNS_RS_PORT,
         ..Pkt::from_server(RS1, 53000, 0)
     };
-    assert_eq!(run(&mut dp, answer.udp(), LAN, 200_000).0, forward(WAN, CLIENT));
+    assert_eq!(
+        run(&mut dp, answer.udp(), LAN, 200_000).0,
+        forward(WAN, CLIENT)
+    );
     assert_eq!(dp.expire(301_000, 1 << 16), 0);
     assert_eq!(dp.expire(499_999, 1 << 16), 0);
     assert_eq!(dp.expire(500_000, 1 << 16), 1);
@@ -1209,7 +1312,12 @@ fn syn_after_time_wait_is_scheduled_afresh() {
     let mut dp = base();
     assert_eq!(handshake(&mut dp, 40000, 0), RS1);
     run(&mut dp, Pkt::from_client(40000, FIN | ACK).tcp(), WAN, 1);
-    run(&mut dp, Pkt::from_server(RS1, 40000, FIN | ACK).tcp(), LAN, 2);
+    run(
+        &mut dp,
+        Pkt::from_server(RS1, 40000, FIN | ACK).tcp(),
+        LAN,
+        2,
+    );
     run(&mut dp, Pkt::from_client(40000, ACK).tcp(), WAN, 3);
     assert_eq!(state_of(&dp, &client_key(40000)), Some(ConnState::TimeWait));
     assert_eq!(loads(&dp, SVC_TCP), [load(0, 1), load(0, 0)]);
@@ -1227,7 +1335,12 @@ fn syn_after_time_wait_is_scheduled_afresh() {
     let (v, _) = run(&mut dp, Pkt::from_server(RS1, 40000, ACK).tcp(), LAN, 5);
     assert_eq!(v, drop_(DropReason::NoService));
     // The new server's reply does.
-    let (v, _) = run(&mut dp, Pkt::from_server(RS2, 40000, SYN | ACK).tcp(), LAN, 5);
+    let (v, _) = run(
+        &mut dp,
+        Pkt::from_server(RS2, 40000, SYN | ACK).tcp(),
+        LAN,
+        5,
+    );
     assert_eq!(v, forward(WAN, CLIENT));
 }
 
@@ -1265,13 +1378,19 @@ fn ttl_1_is_dropped_without_creating_a_connection() {
             ttl,
             ..Pkt::from_client(40000, SYN)
         };
-        assert_eq!(run(&mut dp, syn.tcp(), WAN, 0).0, drop_(DropReason::TtlExceeded));
+        assert_eq!(
+            run(&mut dp, syn.tcp(), WAN, 0).0,
+            drop_(DropReason::TtlExceeded)
+        );
         let query = Pkt {
             ttl,
             dport: 53,
             ..Pkt::from_client(53000, 0)
         };
-        assert_eq!(run(&mut dp, query.udp(), WAN, 0).0, drop_(DropReason::TtlExceeded));
+        assert_eq!(
+            run(&mut dp, query.udp(), WAN, 0).0,
+            drop_(DropReason::TtlExceeded)
+        );
     }
     assert_eq!(dp.conns.len(), 0);
     assert_eq!(dp.counters.conns_created.get(), 0);
@@ -1286,7 +1405,10 @@ fn ttl_1_is_dropped_without_creating_a_connection() {
         ttl: 1,
         ..Pkt::from_server(RS1, 40000, RST)
     };
-    assert_eq!(run(&mut dp, reply.tcp(), LAN, 1).0, drop_(DropReason::TtlExceeded));
+    assert_eq!(
+        run(&mut dp, reply.tcp(), LAN, 1).0,
+        drop_(DropReason::TtlExceeded)
+    );
     assert_eq!(state_of(&dp, &client_key(40000)), Some(ConnState::SynRecv));
 }
 
@@ -1317,10 +1439,16 @@ fn bad_ip_checksum_is_dropped() {
     let mut dp = base();
     let mut frame = Pkt::from_client(40000, SYN).tcp();
     frame[14 + 10] ^= 0x80;
-    assert_eq!(run(&mut dp, frame, WAN, 0).0, drop_(DropReason::BadChecksum));
+    assert_eq!(
+        run(&mut dp, frame, WAN, 0).0,
+        drop_(DropReason::BadChecksum)
+    );
     let mut frame = echo_request(WAN_IP, 1, 1, b"");
     frame[14 + 11] ^= 0x01;
-    assert_eq!(run(&mut dp, frame, WAN, 0).0, drop_(DropReason::BadChecksum));
+    assert_eq!(
+        run(&mut dp, frame, WAN, 0).0,
+        drop_(DropReason::BadChecksum)
+    );
     assert_eq!(dp.conns.len(), 0);
 }
 
@@ -1421,7 +1549,11 @@ fn foreign_unicast_and_multicast_macs_are_dropped() {
             ..Pkt::from_client(40000, SYN)
         }
         .tcp();
-        assert_eq!(run(&mut dp, frame, WAN, 0).0, drop_(DropReason::ForeignMac), "{mac}");
+        assert_eq!(
+            run(&mut dp, frame, WAN, 0).0,
+            drop_(DropReason::ForeignMac),
+            "{mac}"
+        );
     }
     assert_eq!(dp.conns.len(), 0);
 }
@@ -1468,15 +1600,36 @@ fn traffic_to_the_director_or_to_no_service_is_dropped() {
         dport,
         ..Pkt::from_client(40000, SYN)
     };
-    assert_eq!(run(&mut dp, to(WAN_IP, 22).tcp(), WAN, 0).0, drop_(DropReason::ToDirector));
-    assert_eq!(run(&mut dp, to(LAN_IP, 80).tcp(), WAN, 0).0, drop_(DropReason::ToDirector));
-    assert_eq!(run(&mut dp, to(WAN_IP, 53).udp(), WAN, 0).0, drop_(DropReason::ToDirector));
+    assert_eq!(
+        run(&mut dp, to(WAN_IP, 22).tcp(), WAN, 0).0,
+        drop_(DropReason::ToDirector)
+    );
+    assert_eq!(
+        run(&mut dp, to(LAN_IP, 80).tcp(), WAN, 0).0,
+        drop_(DropReason::ToDirector)
+    );
+    assert_eq!(
+        run(&mut dp, to(WAN_IP, 53).udp(), WAN, 0).0,
+        drop_(DropReason::ToDirector)
+    );
     // The VIP on a port without a service, the UDP VIP port over TCP.
-    assert_eq!(run(&mut dp, to(VIP, 81).tcp(), WAN, 0).0, drop_(DropReason::NoService));
-    assert_eq!(run(&mut dp, to(VIP, 53).tcp(), WAN, 0).0, drop_(DropReason::NoService));
-    assert_eq!(run(&mut dp, to(VIP, 80).udp(), WAN, 0).0, drop_(DropReason::NoService));
+    assert_eq!(
+        run(&mut dp, to(VIP, 81).tcp(), WAN, 0).0,
+        drop_(DropReason::NoService)
+    );
+    assert_eq!(
+        run(&mut dp, to(VIP, 53).tcp(), WAN, 0).0,
+        drop_(DropReason::NoService)
+    );
+    assert_eq!(
+        run(&mut dp, to(VIP, 80).udp(), WAN, 0).0,
+        drop_(DropReason::NoService)
+    );
     // An address that is nobody's.
-    assert_eq!(run(&mut dp, to(STRANGER, 80).tcp(), WAN, 0).0, drop_(DropReason::NoService));
+    assert_eq!(
+        run(&mut dp, to(STRANGER, 80).tcp(), WAN, 0).0,
+        drop_(DropReason::NoService)
+    );
     assert_eq!(dp.conns.len(), 0);
 }
 
@@ -1887,14 +2040,74 @@ fn udp_rewrite_edge_checksums() {
     let mut frame = h.udp(&p);
     rewrite_destination(&mut frame, 34, 17, RS1, DNS_RS_PORT);
     assert_frame(&frame, &after.udp(&p));
-    // Back to the client, the same.
-    let reply = after.snat(VIP, 53);
-    let back = Headers {
-        ttl: after.ttl,
-        ..after.clone()
+    // The source rewrite, the same.
+    let snatted = h.snat(FAR_VIP, 5353);
+    let p = find_payload(|p| udp_checksum(&snatted.udp(p)) == 0xffff);
+    let mut frame = h.udp(&p);
+    rewrite_source(&mut frame, 34, 17, FAR_VIP, 5353);
+    assert_eq!(udp_checksum(&frame), 0xffff);
+    assert_frame(&frame, &snatted.udp(&p));
+}
+
+// ---------------------------------------------------------------------------
+// Odds and ends
+// ---------------------------------------------------------------------------
+
+#[test]
+fn ecn_setup_syn_opens_a_connection() {
+    // SYN with ECE and CWR (RFC 3168 ECN setup) is still a new connection.
+    let mut dp = base();
+    let syn = Pkt::from_client(40000, SYN | 0x40 | 0x80);
+    let (v, out) = run(&mut dp, syn.tcp(), WAN, 0);
+    assert_eq!(v, forward(LAN, RS1));
+    assert_frame(&out, &syn.to_server(RS1, RS_PORT).tcp());
+    assert_eq!(state_of(&dp, &client_key(40000)), Some(ConnState::SynRecv));
+}
+
+#[test]
+fn reloading_the_same_configuration_keeps_connections_and_loads() {
+    let mut dp = base();
+    assert_eq!(handshake(&mut dp, 40000, 0), RS1);
+    run(&mut dp, Pkt::from_client(40001, SYN).tcp(), WAN, 0);
+    assert_eq!(loads(&dp, SVC_TCP), [load(1, 0), load(0, 1)]);
+    dp.apply_snapshot(Arc::new(snapshot(BASE)));
+    assert_eq!(loads(&dp, SVC_TCP), [load(1, 0), load(0, 1)]);
+    assert_eq!(
+        run(&mut dp, Pkt::from_client(40000, ACK).tcp(), WAN, 1).0,
+        forward(LAN, RS1)
+    );
+    assert_eq!(dp.expire(10_000_000, 1 << 16), 2);
+    assert_eq!(loads(&dp, SVC_TCP), [load(0, 0), load(0, 0)]);
+}
+
+#[test]
+fn reloading_without_a_server_keeps_the_other_servers_loads() {
+    let mut dp = base();
+    // An established TCP connection to RS1 and a UDP flow to RS1.
+    assert_eq!(handshake(&mut dp, 40000, 0), RS1);
+    let query = Pkt {
+        dport: 53,
+        ..Pkt::from_client(53000, 0)
     };
-    let p = find_payload(|p| udp_checksum(&reply.udp(p)) == 0xffff);
-    let mut frame = back.udp(&p);
-    rewrite_source(&mut frame, 34, 17, VIP, 53);
-    assert_frame(&frame, &reply.udp(&p));
+    assert_eq!(run(&mut dp, query.udp(), WAN, 0).0, forward(LAN, RS1));
+    assert_eq!(loads(&dp, SVC_TCP), [load(1, 0), load(0, 0)]);
+    assert_eq!(loads(&dp, SVC_UDP), [load(0, 1), load(0, 0)]);
+
+    // RS1 leaves the TCP service; nothing else changes.
+    let without_rs1 = BASE.replacen(
+        "[[service.server]]\naddress = \"198.19.0.11:8080\"\nforward = \"nat\"\n",
+        "",
+        1,
+    );
+    assert_ne!(without_rs1, BASE);
+    let config = crate::config::parse(&without_rs1, "test.toml").unwrap();
+    let next = dp.snapshot().compile_next(&config, &[WAN_MAC, LAN_MAC]);
+    dp.apply_snapshot(Arc::new(next));
+    // RS2 (TCP) had no connection; the UDP service is untouched.
+    assert_eq!(loads(&dp, SVC_TCP), [load(0, 0)], "TCP RS2");
+    assert_eq!(loads(&dp, SVC_UDP), [load(0, 1), load(0, 0)], "UDP service");
+    // When the connections expire, no count goes wrong either.
+    dp.expire(10_000_000, 1 << 16);
+    assert_eq!(loads(&dp, SVC_TCP), [load(0, 0)]);
+    assert_eq!(loads(&dp, SVC_UDP), [load(0, 0), load(0, 0)]);
 }

@@ -90,6 +90,23 @@ impl Snapshot {
     /// Compiles a validated configuration; `port_macs[i]` is the MAC DPDK
     /// reports for port i (used unless the config overrides it).
     pub fn compile(config: &Config, port_macs: &[MacAddr], generation: u64) -> Snapshot {
+        Self::compile_with_ids(config, port_macs, generation, None)
+    }
+
+    /// Compiles a new configuration to replace `self`: a server that stays
+    /// (same service, same address and port) keeps its `dest_id`, so live
+    /// connections and per-server counts stay attached to it; new servers
+    /// get ids never used before.
+    pub fn compile_next(&self, config: &Config, port_macs: &[MacAddr]) -> Snapshot {
+        Self::compile_with_ids(config, port_macs, self.generation + 1, Some(self))
+    }
+
+    fn compile_with_ids(
+        config: &Config,
+        port_macs: &[MacAddr],
+        generation: u64,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
         let ports: Vec<PortPlan> = config
             .ports
             .iter()
@@ -116,7 +133,7 @@ impl Snapshot {
             }
         }
 
-        let mut dest_id = 0u32;
+        let mut next_id = previous.map_or(0, |p| p.dest_id_limit);
         let mut services = Vec::new();
         let mut service_index = HashMap::new();
         for s in &config.services {
@@ -124,9 +141,19 @@ impl Snapshot {
                 .servers
                 .iter()
                 .map(|r| {
-                    dest_id += 1;
+                    let key = ServiceKey {
+                        protocol: s.protocol.number(),
+                        addr: *s.address.ip(),
+                        port: s.address.port(),
+                    };
+                    let kept =
+                        previous.and_then(|p| p.dest_id_of(key, *r.address.ip(), r.address.port()));
+                    let dest_id = kept.unwrap_or_else(|| {
+                        next_id += 1;
+                        next_id - 1
+                    });
                     ServerPlan {
-                        dest_id: dest_id - 1,
+                        dest_id,
                         addr: *r.address.ip(),
                         port: r.address.port(),
                         forward: r.forward,
@@ -178,8 +205,17 @@ impl Snapshot {
             timeouts: Timeouts::default(),
             service_index,
             local,
-            dest_id_limit: dest_id,
+            dest_id_limit: next_id,
         }
+    }
+
+    /// The id of server `addr:port` of the service `key`, if configured.
+    pub fn dest_id_of(&self, key: ServiceKey, addr: Ipv4Addr, port: u16) -> Option<u32> {
+        let svc = &self.services[*self.service_index.get(&key)?];
+        svc.servers
+            .iter()
+            .find(|r| r.addr == addr && r.port == port)
+            .map(|r| r.dest_id)
     }
 
     #[inline]

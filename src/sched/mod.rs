@@ -26,13 +26,36 @@
 //! `del_dest` / `upd_dest` notification. Calling it when nothing changed is
 //! harmless (`wrr` restarts its scan at the first server, as IPVS does).
 
+mod dh;
+mod fo;
+mod hashing;
+mod lblc;
+mod lblcr;
 mod lc;
+pub mod maglev;
+mod mh;
+mod nq;
+mod ovf;
 mod rr;
+mod sed;
+mod sh;
+mod twos;
 mod wlc;
 mod wrr;
 
+pub use dh::DestinationHashing;
+pub use fo::WeightedFailover;
+pub use hashing::HashFlags;
+pub use lblc::LocalityLeastConnection;
+pub use lblcr::LocalityReplicated;
 pub use lc::LeastConnection;
+pub use mh::MaglevHash;
+pub use nq::NeverQueue;
+pub use ovf::WeightedOverflow;
 pub use rr::RoundRobin;
+pub use sed::ShortestExpectedDelay;
+pub use sh::SourceHashing;
+pub use twos::Twos;
 pub use wlc::WeightedLeastConnection;
 pub use wrr::WeightedRoundRobin;
 
@@ -109,10 +132,35 @@ pub enum SchedulerKind {
     Wrr,
     Lc,
     Wlc,
+    Sed,
+    Nq,
+    Fo,
+    Ovf,
+    Twos,
+    Lblc,
+    Lblcr,
+    Sh,
+    Dh,
+    Mh,
 }
 
 impl SchedulerKind {
-    pub const ALL: &'static [SchedulerKind] = &[Self::Rr, Self::Wrr, Self::Lc, Self::Wlc];
+    pub const ALL: &'static [SchedulerKind] = &[
+        Self::Rr,
+        Self::Wrr,
+        Self::Lc,
+        Self::Wlc,
+        Self::Sed,
+        Self::Nq,
+        Self::Fo,
+        Self::Ovf,
+        Self::Twos,
+        Self::Lblc,
+        Self::Lblcr,
+        Self::Sh,
+        Self::Dh,
+        Self::Mh,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -120,6 +168,16 @@ impl SchedulerKind {
             Self::Wrr => "wrr",
             Self::Lc => "lc",
             Self::Wlc => "wlc",
+            Self::Sed => "sed",
+            Self::Nq => "nq",
+            Self::Fo => "fo",
+            Self::Ovf => "ovf",
+            Self::Twos => "twos",
+            Self::Lblc => "lblc",
+            Self::Lblcr => "lblcr",
+            Self::Sh => "sh",
+            Self::Dh => "dh",
+            Self::Mh => "mh",
         }
     }
 
@@ -136,8 +194,35 @@ impl SchedulerKind {
             Self::Wrr => Box::new(WeightedRoundRobin::new()),
             Self::Lc => Box::new(LeastConnection::new()),
             Self::Wlc => Box::new(WeightedLeastConnection::new()),
+            Self::Sed => Box::new(ShortestExpectedDelay::new()),
+            Self::Nq => Box::new(NeverQueue::new()),
+            Self::Fo => Box::new(WeightedFailover::new()),
+            Self::Ovf => Box::new(WeightedOverflow::new()),
+            Self::Twos => Box::new(Twos::new(random_seed())),
+            Self::Lblc => Box::new(LocalityLeastConnection::new()),
+            Self::Lblcr => Box::new(LocalityReplicated::new()),
+            Self::Sh => Box::new(SourceHashing::new(HashFlags::NONE)),
+            Self::Dh => Box::new(DestinationHashing::new()),
+            Self::Mh => Box::new(MaglevHash::new(HashFlags::NONE, maglev::DEFAULT_SIZE)),
         }
     }
+
+    /// Whether the scheduler may refuse a flow although some server has a
+    /// weight above 0: ovf (every weighted server is over its weight), and
+    /// the hashing schedulers without fallback (the flow hashes to a server
+    /// of weight 0, as in IPVS).
+    pub fn may_refuse_available(self) -> bool {
+        matches!(self, Self::Ovf | Self::Sh | Self::Dh)
+    }
+}
+
+/// A per-instance seed for randomised schedulers (twos), so workers and
+/// directors do not draw the same sequence.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 impl fmt::Display for SchedulerKind {
@@ -229,7 +314,7 @@ mod tests {
             assert_eq!(kind.name().parse::<SchedulerKind>(), Ok(kind));
             assert_eq!(kind.to_string(), kind.name());
         }
-        assert!("sh".parse::<SchedulerKind>().is_err());
+        assert!("fifo".parse::<SchedulerKind>().is_err());
     }
 
     #[test]
@@ -271,7 +356,11 @@ mod tests {
                     for _ in 0..picks_per_list {
                         match sched.pick(list, &flow()) {
                             Some(i) => prop_assert!(list[i].weight > 0, "{} picked {}", kind, i),
-                            None => prop_assert!(!any_available, "{} found nothing", kind),
+                            None => prop_assert!(
+                                !any_available || kind.may_refuse_available(),
+                                "{} found nothing",
+                                kind
+                            ),
                         }
                     }
                 }

@@ -1,0 +1,116 @@
+//! Never queue (`nq`), as IPVS's `ip_vs_nq.c`.
+//!
+//! A new connection goes straight to an idle server when there is one: the
+//! first available server (weight above 0) with no active connection, so
+//! nothing waits in a queue (inactive connections do not make a server
+//! busy). When every available server is busy, `nq` falls back to the
+//! shortest-expected-delay rule of [`sed`](super::sed): the least
+//!
+//! ```text
+//! (active(i) + 1) / weight(i)
+//! ```
+//!
+//! compared by cross-multiplication, `b` giving way to `i` only when
+//! `(active(b) + 1) * weight(i) > (active(i) + 1) * weight(b)`, so ties
+//! keep the earlier server. That is the kernel's single pass, which returns
+//! at the first idle server it meets.
+//!
+//! Cost: one pass over the list (stopping early at an idle server), O(n);
+//! no state.
+
+use super::sed::slower_than;
+use super::{FlowInfo, Scheduler, ServerLoad};
+
+/// The `nq` scheduler. See the module documentation.
+#[derive(Clone, Debug, Default)]
+pub struct NeverQueue;
+
+impl NeverQueue {
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl Scheduler for NeverQueue {
+    fn name(&self) -> &'static str {
+        "nq"
+    }
+
+    fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (index, server) in servers.iter().enumerate() {
+            if !server.is_available() {
+                continue;
+            }
+            if server.active == 0 {
+                return Some(index);
+            }
+            match best {
+                Some(b) if !slower_than(&servers[b], server) => {}
+                _ => best = Some(index),
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sched::sed::ShortestExpectedDelay;
+    use crate::sched::testing::{flow, server, servers};
+    use proptest::prelude::*;
+
+    fn pick(servers: &[ServerLoad]) -> Option<usize> {
+        NeverQueue::new().pick(servers, &flow())
+    }
+
+    #[test]
+    fn an_idle_server_wins_whatever_its_weight() {
+        // sed would pick the second (2/100 < 1/1); nq takes the idle one.
+        assert_eq!(pick(&[server(100, 1, 0), server(1, 0, 50)]), Some(1));
+        // The first idle one, not the heaviest idle one.
+        assert_eq!(
+            pick(&[server(5, 3, 0), server(1, 0, 0), server(9, 0, 0)]),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn inactive_connections_do_not_make_a_server_busy() {
+        assert_eq!(pick(&[server(1, 1, 0), server(1, 0, 1000)]), Some(1));
+    }
+
+    #[test]
+    fn busy_servers_go_by_expected_delay() {
+        // 3/1 vs 4/2: the second.
+        assert_eq!(pick(&[server(1, 2, 0), server(2, 3, 0)]), Some(1));
+        // 2/1 vs 4/2: tie, the first.
+        assert_eq!(pick(&[server(1, 1, 0), server(2, 3, 0)]), Some(0));
+    }
+
+    #[test]
+    fn weight_zero_is_never_chosen() {
+        // Idle but weight 0: skipped.
+        assert_eq!(pick(&[server(0, 0, 0), server(1, 9, 0)]), Some(1));
+        assert_eq!(pick(&[server(1, 9, 0), server(0, 0, 0)]), Some(0));
+        assert_eq!(pick(&[]), None);
+        assert_eq!(pick(&[server(0, 0, 0)]), None);
+        assert_eq!(NeverQueue::new().name(), "nq");
+    }
+
+    /// The first available idle server, else what `sed` picks.
+    fn reference(servers: &[ServerLoad]) -> Option<usize> {
+        servers
+            .iter()
+            .position(|s| s.weight > 0 && s.active == 0)
+            .or_else(|| ShortestExpectedDelay::new().pick(servers, &flow()))
+    }
+
+    proptest! {
+        #[test]
+        fn matches_reference(list in servers()) {
+            prop_assert_eq!(pick(&list), reference(&list));
+        }
+    }
+}
