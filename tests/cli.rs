@@ -276,7 +276,7 @@ fn unknown_scheduler_is_located() {
         &text,
         line_of(&text, "fifo", false),
         "service[0].scheduler",
-        "unknown scheduler \"fifo\" (expected one of: rr, wrr, lc, wlc)",
+        "unknown scheduler \"fifo\" (expected one of: rr, wrr, lc, wlc, ",
     );
 }
 
