@@ -17,15 +17,31 @@
 //! static_neighbors = [ { address = "198.18.0.7", mac = "02:00:00:00:00:07" } ]
 //! mac = "02:00:00:00:00:01"                # optional, see below
 //!
+//! mtu = 1500                               # optional; checked by tun
+//!
 //! [[service]]
 //! protocol = "tcp"                 # "tcp" | "udp"
-//! address = "198.18.0.100:80"      # VIP:port
+//! address = "198.18.0.100:80"      # VIP:port; port 0 = all ports (needs persistence)
 //! scheduler = "wlc"                # any name of `SchedulerKind::ALL` (default "wlc")
+//! sched_flags = ["sh-port"]        # ipvsadm -b, for sh / mh
+//! persistence = { timeout = 360, netmask = "255.255.255.255" }  # optional, -p / -M
+//! one_packet = false               # UDP only, -o
+//! mh_table_size = 65537            # mh only, one of sched::maglev::PRIMES
 //!
 //! [[service.server]]
-//! address = "198.19.0.11:80"
-//! forward = "nat"                  # only "nat" for now
+//! address = "198.19.0.11:80"       # port optional (dr/tun: always the client's)
+//! forward = "nat"                  # "nat" | "dr" | "tun"
 //! weight = 1                       # 0..=65535, default 1; 0 = no new connections
+//!
+//! [[group]]                        # service group = IPVS firewall-mark service
+//! name = "web"
+//! mark = 1                         # optional, default the 1-based position
+//! members = ["tcp:198.18.0.100:80", "tcp:198.18.0.100:443"]
+//! scheduler = "rr"                 # and sched_flags, persistence as for services
+//!
+//! [[group.server]]
+//! address = "198.19.0.11"          # no port: keep the client's destination port
+//! forward = "nat"
 //! ```
 //!
 //! `port.mac` is an rvs extension with no LVS counterpart: it overrides the
