@@ -99,6 +99,11 @@ pub struct WorkerCounters {
     pub arp_requests_sent: Counter,
     /// ARP and ICMP echo replies sent by the director.
     pub replies_sent: Counter,
+    /// Packets forwarded from clients towards real servers.
+    pub forwarded_to_servers: Counter,
+    /// Packets forwarded from real servers back to clients (none for dr and
+    /// tun, whose replies bypass the director).
+    pub forwarded_to_clients: Counter,
     /// ICMP "fragmentation needed" sent for packets too big to tunnel.
     pub icmp_frag_needed_sent: Counter,
     /// Datagrams of one-packet services forwarded without a connection.
@@ -117,6 +122,8 @@ impl WorkerCounters {
             conns_live: Counter::default(),
             arp_requests_sent: Counter::default(),
             replies_sent: Counter::default(),
+            forwarded_to_servers: Counter::default(),
+            forwarded_to_clients: Counter::default(),
             icmp_frag_needed_sent: Counter::default(),
             one_packet_scheduled: Counter::default(),
             busy_cycles: Counter::default(),

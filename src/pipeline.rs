@@ -416,6 +416,7 @@ impl DataPlane {
                 return Verdict::Drop(DropReason::NoRoute);
             };
             rewrite_source(frame, l4_start, l4.protocol, vip, vport);
+            self.counters.forwarded_to_clients.inc();
             return Verdict::Forward { port, next_hop };
         }
         if local.is_some() {
@@ -597,6 +598,10 @@ impl DataPlane {
             // A dr/tun server that routes its replies through the director.
             (Direction::FromServer, _) => decrement_ttl(frame),
         }
+        match dir {
+            Direction::FromClient => self.counters.forwarded_to_servers.inc(),
+            Direction::FromServer => self.counters.forwarded_to_clients.inc(),
+        }
         Verdict::Forward { port, next_hop }
     }
 
@@ -637,6 +642,7 @@ impl DataPlane {
         let Some(outer_src) = plan.source_for(server) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
+        self.counters.forwarded_to_servers.inc();
         Verdict::Encapsulate {
             port,
             next_hop,

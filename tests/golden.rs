@@ -655,6 +655,8 @@ fn golden_dr_tun_and_fragmentation_needed() {
     }
     assert_eq!(sent.len(), expected.len(), "number of transmitted frames");
     assert_eq!(value(&report, "icmp_frag_needed_sent"), 1);
+    assert_eq!(value(&report, "forwarded_to_servers"), 4);
+    assert_eq!(value(&report, "forwarded_to_clients"), 0);
     assert_eq!(value(&report, "drop.tunnel_too_big"), 1);
     let total_drops: u64 = report
         .iter()

@@ -189,6 +189,14 @@ fn print_report(
     );
     out += &format!("replies_sent={}\n", sum(&|c| c.replies_sent.get()));
     out += &format!(
+        "forwarded_to_servers={}\n",
+        sum(&|c| c.forwarded_to_servers.get())
+    );
+    out += &format!(
+        "forwarded_to_clients={}\n",
+        sum(&|c| c.forwarded_to_clients.get())
+    );
+    out += &format!(
         "icmp_frag_needed_sent={}\n",
         sum(&|c| c.icmp_frag_needed_sent.get())
     );
