@@ -10,5 +10,6 @@ pub mod pcap;
 pub mod pipeline;
 pub mod sched;
 pub mod snapshot;
+pub mod stats;
 pub mod wire;
 pub mod worker;
