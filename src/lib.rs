@@ -1,6 +1,7 @@
 //! rvs: a layer-4 load balancer (an LVS director) on a DPDK data plane.
 
 pub mod addr;
+pub mod adm;
 pub mod config;
 pub mod conn;
 pub mod counters;
