@@ -4,17 +4,21 @@
 //! `make_fixtures.py` from ipvsadm's C formats, independently of rvsadm's
 //! code; trailing spaces included).
 
+mod args;
+mod model;
+mod restore;
+
 use rvs::adm::model::{ConnectionEntry, Forward, Model, Protocol, ServiceKey};
 use rvs::adm::{run, Output};
 use rvs::stats::{Counters, Rates};
 use std::net::SocketAddr;
 
-fn rvsadm(model: &mut Model, line: &str) -> Output {
+pub(crate) fn rvsadm(model: &mut Model, line: &str) -> Output {
     let argv: Vec<String> = line.split_whitespace().map(str::to_string).collect();
     run(&argv, model, std::io::empty())
 }
 
-fn ok(model: &mut Model, line: &str) -> String {
+pub(crate) fn ok(model: &mut Model, line: &str) -> String {
     let out = rvsadm(model, line);
     assert_eq!(
         (out.code, out.stderr.as_str()),
