@@ -584,3 +584,151 @@ fn usage_errors() {
         assert_eq!(err(line), usage(message), "rvsadm {line}");
     }
 }
+
+#[test]
+fn help_and_version_print_to_stdout() {
+    let mut model = rvs::adm::Model::default();
+    for flag in ["-h", "--help"] {
+        let out = rvs::adm::run(&[flag.to_string()], &mut model, std::io::empty());
+        assert_eq!((out.code, out.stderr.as_str()), (0, ""));
+        assert!(out.stdout.starts_with("rvsadm v"), "{}", out.stdout);
+        for option in [
+            "--add-service",
+            "--edit-service",
+            "--delete-service",
+            "--clear",
+            "--restore",
+            "--save",
+            "--add-server",
+            "--edit-server",
+            "--delete-server",
+            "--list",
+            "--zero",
+            "--set",
+            "--help",
+            "--version",
+            "--tcp-service",
+            "--udp-service",
+            "--fwmark-service",
+            "--ipv6",
+            "--scheduler",
+            "--persistent",
+            "--netmask",
+            "--ops",
+            "--sched-flags",
+            "--real-server",
+            "--gatewaying",
+            "--ipip",
+            "--masquerading",
+            "--weight",
+            "--u-threshold",
+            "--l-threshold",
+            "--connection",
+            "--timeout",
+            "--daemon",
+            "--stats",
+            "--rate",
+            "--thresholds",
+            "--persistent-conn",
+            "--exact",
+            "--nosort",
+            "--sort",
+            "--numeric",
+        ] {
+            assert!(out.stdout.contains(option), "-h does not mention {option}");
+        }
+    }
+    let out = rvs::adm::run(&["-v".to_string()], &mut model, std::io::empty());
+    assert_eq!(out.code, 0);
+    assert!(
+        out.stdout.starts_with("rvsadm v")
+            && out
+                .stdout
+                .ends_with("(ipvsadm 1.31 compatible, IPVS v1.2.1)\n"),
+        "{}",
+        out.stdout
+    );
+}
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "-A",
+                "-E",
+                "-D",
+                "-C",
+                "-L",
+                "-l",
+                "-Z",
+                "-a",
+                "-e",
+                "-d",
+                "--set",
+                "-h",
+                "-R",
+                "-S",
+                "-t",
+                "-u",
+                "-f",
+                "-6",
+                "-s",
+                "-p",
+                "-M",
+                "-r",
+                "-m",
+                "-i",
+                "-g",
+                "-w",
+                "-x",
+                "-y",
+                "-n",
+                "-c",
+                "-o",
+                "-b",
+                "-X",
+                "--stats",
+                "--rate",
+                "--timeout",
+                "--daemon",
+                "--persistent",
+                "--weight=",
+                "--",
+                "-",
+                "-Lnc",
+                "-p60",
+                "--start-daemon",
+                "198.18.0.100:80",
+                "[2001:db8::1]:80",
+                "2001:db8::1",
+                "198.19.0.11",
+                "0",
+                "65536",
+                "sh",
+                "sh-port,sh-fallback",
+                "255.255.255.0",
+                "64",
+                "[",
+                "]:",
+                ":",
+                "",
+            ])
+            .prop_map(str::to_string),
+            "\\PC{0,12}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn on_any_command_line(argv in prop::collection::vec(word(), 0..10)) {
+            let mut model = rvs::adm::Model::default();
+            let first = rvs::adm::run(&argv, &mut model, "-A -t 198.18.0.1:1\n".as_bytes());
+            // Errors are reported, not printed as output.
+            prop_assert!(first.code == 0 || !first.stderr.is_empty());
+            let again = rvs::adm::run(&argv, &mut model, std::io::empty());
+            prop_assert!(again.code == 0 || !again.stderr.is_empty());
+        }
+    }
+}
