@@ -96,22 +96,19 @@ pub fn large_number(out: &mut String, value: u64, exact: bool) {
         let _ = write!(out, "{digits:>width$}");
         return;
     }
-    const SCALES: [(u64, u64, char); 4] = [
-        (1_000_000_000, 1_000, 'K'),
-        (100_000_000_000, 1_000_000, 'M'),
-        (100_000_000_000_000, 1_000_000_000, 'G'),
-        (u64::MAX, 1_000_000_000_000, 'T'),
-    ];
     if value < 100_000_000 {
         let _ = write!(out, "{value:>9}");
         return;
     }
-    // The last scale's limit is never compared: everything else is T.
-    let (_, divisor, suffix) = SCALES
-        .iter()
-        .copied()
-        .find(|(limit, _, _)| value < *limit)
-        .unwrap_or(SCALES[3]);
+    let (divisor, suffix) = if value < 1_000_000_000 {
+        (1_000, 'K')
+    } else if value < 100_000_000_000 {
+        (1_000_000, 'M')
+    } else if value < 100_000_000_000_000 {
+        (1_000_000_000, 'G')
+    } else {
+        (1_000_000_000_000, 'T')
+    };
     let _ = write!(out, "{:>8}{suffix}", value / divisor);
 }
 

@@ -370,7 +370,8 @@ pub struct Destination {
 }
 
 impl Destination {
-    fn new(spec: &DestSpec) -> Destination {
+    /// A new server as `-a` adds it: no connections, counters at 0.
+    pub fn new(spec: &DestSpec) -> Destination {
         Destination {
             addr: spec.addr,
             forward: spec.forward,
@@ -417,7 +418,8 @@ pub struct Service {
 }
 
 impl Service {
-    fn new(spec: &ServiceSpec) -> Service {
+    /// A new service as `-A` adds it: no servers, no group, counters at 0.
+    pub fn new(spec: &ServiceSpec) -> Service {
         Service {
             key: spec.key,
             scheduler: spec.scheduler.clone(),
