@@ -121,9 +121,16 @@ impl DpdkConfig {
     /// `rvsd -l LCORES -m MB [--no-huge] [--no-pci] (--vdev=DEV | -a PCI)... ARGS...`.
     /// `--no-pci` is added when no port uses `pci`; devices appear in port order.
     pub fn eal_args(&self, ports: &[PortConfig]) -> Vec<String> {
+        // `lcore@cpu` places lcores on CPUs (EAL --lcores), e.g. more
+        // lcores than CPUs on a small machine; a plain list is `-l`.
+        let lcore_option = if self.lcores.contains('@') {
+            "--lcores"
+        } else {
+            "-l"
+        };
         let mut out: Vec<String> = vec![
             "rvsd".into(),
-            "-l".into(),
+            lcore_option.into(),
             self.lcores.clone(),
             "-m".into(),
             self.memory_mb.to_string(),
@@ -1353,8 +1360,12 @@ impl Cx<'_> {
 
 /// Expand an EAL `-l` list: `"0-1"`, `"0,2,4"`, `"1-3,5"`. Ascending.
 fn parse_lcores(s: &str) -> Result<Vec<u32>, String> {
-    let bad =
-        || format!("invalid lcore list {s:?} (expected e.g. \"0-1\", \"0,2,4\" or \"1-3,5\")");
+    let bad = || {
+        format!(
+            "invalid lcore list {s:?} (expected e.g. \"0-1\", \"0,2,4\", \"1-3,5\" \
+             or with CPUs \"0@0,1@0,2@1\")"
+        )
+    };
     let num = |t: &str| -> Result<u32, String> {
         if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
@@ -1371,6 +1382,16 @@ fn parse_lcores(s: &str) -> Result<Vec<u32>, String> {
     let mut taken = vec![false; MAX_LCORE as usize];
     let mut ids = Vec::new();
     for part in s.split(',') {
+        // `LCORES@CPU`: the CPU must be a number; EAL checks it exists.
+        let part = match part.split_once('@') {
+            Some((ids, cpu)) => {
+                if cpu.is_empty() || !cpu.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                ids
+            }
+            None => part,
+        };
         let (lo, hi) = match part.split_once('-') {
             Some((a, b)) => (num(a)?, num(b)?),
             None => {
@@ -1873,6 +1894,12 @@ addresses = ["198.19.0.1/24"]
                 "--vdev=net_null1",
             ]
         );
+        let placed = ok(&format!("[dpdk]\nlcores = \"0@0,1@0,2@1\"\n{PORTS}"));
+        assert_eq!(placed.dpdk.worker_lcores(), &[1, 2]);
+        assert_eq!(
+            placed.dpdk.eal_args(&placed.ports)[1..3],
+            ["--lcores", "0@0,1@0,2@1"]
+        );
     }
 
     #[test]
@@ -1933,8 +1960,12 @@ addresses = ["10.0.0.1/8"]
         assert_eq!(parse_lcores("1-3,5").unwrap(), [1, 2, 3, 5]);
         assert_eq!(parse_lcores("7,3").unwrap(), [3, 7]);
         assert_eq!(parse_lcores("4-4,0").unwrap(), [0, 4]);
+        // Placed on CPUs (EAL --lcores): more lcores than CPUs.
+        assert_eq!(parse_lcores("0@0,1@0,2@1").unwrap(), [0, 1, 2]);
+        assert_eq!(parse_lcores("0-1@0,2@1").unwrap(), [0, 1, 2]);
         for bad in [
-            "", "0-", "-1", "a", "0,,1", "0 - 1", " 0,1", "1-0", "0-1-2", "0,1,", "(0,1)@0",
+            "", "0-", "-1", "a", "0,,1", "0 - 1", " 0,1", "1-0", "0-1-2", "0,1,", "(0,1)@0", "0@",
+            "0@x", "0@1@2",
         ] {
             assert!(parse_lcores(bad).is_err(), "{bad:?}");
         }
@@ -1957,7 +1988,7 @@ addresses = ["10.0.0.1/8"]
         );
         assert_eq!(
             e.to_string(),
-            r#"t.toml:3: dpdk.lcores: invalid lcore list "0-" (expected e.g. "0-1", "0,2,4" or "1-3,5")"#
+            r#"t.toml:3: dpdk.lcores: invalid lcore list "0-" (expected e.g. "0-1", "0,2,4", "1-3,5" or with CPUs "0@0,1@0,2@1")"#
         );
         expect_err(
             &format!("[dpdk]\nlcores = \"2-1\"\n{PORTS}"),

@@ -50,6 +50,7 @@ drop_reasons! {
     TunnelTooBig => "tunnel_too_big", "Too big for the egress MTU once encapsulated, and DF clear (rvs does not fragment).";
     TemplateTableFull => "template_table_full", "The persistence template table is full.";
     NoHeadroom => "no_headroom", "An mbuf had no room in front for the IPIP header.";
+    SteerQueueFull => "steer_queue_full", "The queue to the worker owning the flow was full.";
 }
 
 /// A counter with a single writer: increments need no atomic
@@ -99,6 +100,8 @@ pub struct WorkerCounters {
     pub arp_requests_sent: Counter,
     /// ARP and ICMP echo replies sent by the director.
     pub replies_sent: Counter,
+    /// Packets handed to the worker that owns their flow.
+    pub steered_out: Counter,
     /// Packets forwarded from clients towards real servers.
     pub forwarded_to_servers: Counter,
     /// Packets forwarded from real servers back to clients (none for dr and
@@ -122,6 +125,7 @@ impl WorkerCounters {
             conns_live: Counter::default(),
             arp_requests_sent: Counter::default(),
             replies_sent: Counter::default(),
+            steered_out: Counter::default(),
             forwarded_to_servers: Counter::default(),
             forwarded_to_clients: Counter::default(),
             icmp_frag_needed_sent: Counter::default(),

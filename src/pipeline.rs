@@ -102,6 +102,10 @@ pub struct DataPlane {
     pub templates: PersistTable,
     pub neighbors: NeighborTable,
     pub counters: Arc<WorkerCounters>,
+    /// Set when an ARP packet aimed at the director taught this worker a
+    /// neighbour, so the worker can tell the others (ARP replies reach one
+    /// worker only). Taken by the worker.
+    pub learned: Option<(Ipv4Addr, MacAddr, PortIdx)>,
 }
 
 /// The L4 fields the pipeline needs, read once.
@@ -128,6 +132,7 @@ impl DataPlane {
             templates: PersistTable::with_capacity(limits.templates, hash_seed),
             neighbors: NeighborTable::with_capacity(limits.neighbors),
             counters,
+            learned: None,
         };
         dp.apply_snapshot(snapshot);
         dp
@@ -277,6 +282,9 @@ impl DataPlane {
             // Replies to our requests and requests aimed at us may create entries.
             self.neighbors
                 .learn(sender_ip, sender_mac, in_port, for_us, now);
+            if for_us {
+                self.learned = Some((sender_ip, sender_mac, in_port));
+            }
         }
         match operation {
             ArpOperation::Request if for_us => {
@@ -767,6 +775,37 @@ const CONN_F_METHOD: u8 = 0b11;
 
 /// Bytes an IPIP outer header adds.
 pub const IPIP_HEADER_LEN: usize = 20;
+
+/// Which of `workers` owns the flow a frame belongs to, so that a
+/// connection's packets in both directions meet on one worker whatever
+/// queue they arrived on: a hash of the client's address (the source of a
+/// packet to a VIP, else the destination: a reply), masked by
+/// [`Snapshot::steer_mask`]. `None` for what any worker may handle (ARP,
+/// ICMP, non-IPv4, fragments, malformed frames). The address alone (not the
+/// port) keeps a persistent client's connections together.
+#[inline]
+pub fn flow_owner(frame: &[u8], snapshot: &Snapshot, workers: usize) -> Option<usize> {
+    if workers <= 1 || frame.len() < ETH_HEADER_LEN + 20 {
+        return None;
+    }
+    if frame[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let ip = Ipv4Packet::new_unchecked(&frame[ETH_HEADER_LEN..]);
+    if !matches!(ip.protocol(), IpProtocol::Tcp | IpProtocol::Udp) || ip.is_fragment() {
+        return None;
+    }
+    let dst = ip.dst_addr();
+    let client = if snapshot.local(dst).is_some_and(|l| l.is_vip) {
+        ip.src_addr()
+    } else {
+        dst
+    };
+    let key = u32::from(client) & snapshot.steer_mask;
+    // Fibonacci hashing, then a multiply-shift onto 0..workers.
+    let h = key.wrapping_mul(0x9e37_79b9);
+    Some(((u64::from(h) * workers as u64) >> 32) as usize)
+}
 
 /// A TCP segment that may open a connection: SYN alone.
 #[inline]

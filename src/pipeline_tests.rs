@@ -2515,3 +2515,91 @@ fn one_packet_schedules_every_datagram_without_a_connection() {
     assert_eq!(v, forward(WAN, CLIENT));
     assert_frame(&out, &answer.as_vip(VIP, 53).udp());
 }
+
+// ---------------------------------------------------------------------------
+// Steering between workers
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_connection_and_its_replies_have_one_owner() {
+    let snap = snapshot(BASE);
+    let workers = 4;
+    let mut owners = [0usize; 4];
+    for last in (2..=200u8).filter(|&l| l != 100) {
+        // (198.18.0.100 is the VIP.)
+        let client = Ipv4Addr::new(198, 18, 0, last);
+        for sport in [1000u16, 40000, 65000] {
+            let request = Pkt {
+                src: client,
+                ..Pkt::from_client(sport, SYN)
+            };
+            let reply = Pkt {
+                dst: client,
+                ..Pkt::from_server(RS1, sport, SYN | ACK)
+            };
+            let owner = super::flow_owner(&request.tcp(), &snap, workers).unwrap();
+            assert_eq!(super::flow_owner(&reply.tcp(), &snap, workers), Some(owner));
+            // The client's address alone decides: all its ports meet.
+            let other_port = Pkt {
+                src: client,
+                ..Pkt::from_client(sport ^ 0x5555, SYN)
+            };
+            assert_eq!(
+                super::flow_owner(&other_port.tcp(), &snap, workers),
+                Some(owner)
+            );
+            owners[owner] += 1;
+        }
+    }
+    // Spread over every worker, none with more than twice its share.
+    assert!(
+        owners.iter().all(|&n| n > 0 && n < 2 * 594 / 4),
+        "{owners:?}"
+    );
+    // One worker, ARP and ICMP: anyone may handle them.
+    assert_eq!(
+        super::flow_owner(&Pkt::from_client(1, SYN).tcp(), &snap, 1),
+        None
+    );
+    assert_eq!(super::flow_owner(&arp_request(VIP), &snap, workers), None);
+}
+
+#[test]
+fn clients_of_one_persistence_netmask_share_an_owner() {
+    let snap = snapshot(&persistent("{ netmask = \"255.255.255.0\" }"));
+    assert_eq!(snap.steer_mask, 0xffff_ff00);
+    let owner_of = |last: u8| {
+        let p = Pkt {
+            src: Ipv4Addr::new(198, 18, 0, last),
+            ..Pkt::from_client(40000, SYN)
+        };
+        super::flow_owner(&p.tcp(), &snap, 8).unwrap()
+    };
+    let first = owner_of(2);
+    assert!((3..=254).all(|last| owner_of(last) == first));
+    assert_eq!(snapshot(BASE).steer_mask, u32::MAX);
+}
+
+#[test]
+fn an_arp_reply_aimed_at_us_is_offered_to_the_other_workers() {
+    let mut dp = base();
+    let reply = build_arp_frame(
+        &EthernetRepr {
+            src_addr: RS1_MAC,
+            dst_addr: LAN_MAC,
+            ethertype: EtherType::Arp,
+        },
+        &ArpRepr {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: RS1_MAC,
+            source_protocol_addr: RS1,
+            target_hardware_addr: LAN_MAC,
+            target_protocol_addr: LAN_IP,
+        },
+    );
+    assert_eq!(run(&mut dp, reply, LAN, 0).0, Verdict::Consumed);
+    assert_eq!(dp.learned.take(), Some((RS1, RS1_MAC, LAN)));
+    // Gossip about a stranger is not.
+    let (_, _) = run(&mut dp, arp_request(STRANGER), WAN, 0);
+    assert_eq!(dp.learned, None);
+}

@@ -138,6 +138,10 @@ pub struct Snapshot {
     local: HashMap<Ipv4Addr, LocalAddr>,
     /// Number of dest ids handed out; ids are below this.
     pub dest_id_limit: u32,
+    /// Workers share flows out by `client address & steer_mask`: the
+    /// coarsest persistence netmask, so a persistence template's clients all
+    /// meet on one worker (/32 without persistence).
+    pub steer_mask: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,6 +319,11 @@ impl Snapshot {
             svc.maglev = Some(Arc::new(MaglevTable::build(&weights, size)));
         }
 
+        let steer_mask = services
+            .iter()
+            .filter_map(|s| s.persistence.map(|p| p.netmask))
+            .fold(u32::MAX, |mask, m| mask & m);
+
         for vip in vips {
             // A VIP is answered on the port whose prefix holds it, or on every port.
             let holders = ports
@@ -345,6 +354,7 @@ impl Snapshot {
             one_packet_replies,
             local,
             dest_id_limit: next_id,
+            steer_mask,
         }
     }
 

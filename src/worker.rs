@@ -6,12 +6,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use crossbeam::queue::ArrayQueue;
 
+use crate::addr::MacAddr;
 use crate::conn::Millis;
 use crate::counters::{DropReason, WorkerCounters};
 use crate::dpdk::{self, Mbuf, Mempool, Port, RxBurst, TxBuffer, TxQueue};
 use crate::neigh::{PendingQueue, Resolution};
-use crate::pipeline::{encapsulate_ipip, write_l2, DataPlane, Limits, Verdict, IPIP_HEADER_LEN};
+use crate::pipeline::{
+    encapsulate_ipip, flow_owner, write_l2, DataPlane, Limits, Verdict, IPIP_HEADER_LEN,
+};
 use crate::snapshot::Snapshot;
 
 /// Shared between the management thread and the workers.
@@ -22,6 +26,43 @@ pub struct Shared {
     pub generation: AtomicU64,
     pub stop: AtomicBool,
 }
+
+/// What workers pass each other: packets of flows another worker owns (see
+/// [`flow_owner`]) and neighbours learned from ARP. One single-producer,
+/// single-consumer queue per ordered pair of workers, so nothing on the
+/// packet path takes a lock.
+pub struct Steering {
+    workers: usize,
+    /// `from * workers + to`.
+    packets: Vec<ArrayQueue<(Mbuf, u16)>>,
+    /// Per receiving worker.
+    neighbors: Vec<ArrayQueue<(std::net::Ipv4Addr, MacAddr, u16)>>,
+}
+
+impl Steering {
+    /// Queues of `depth` packets between every pair of `workers`.
+    pub fn new(workers: usize, depth: usize) -> Self {
+        Steering {
+            workers,
+            packets: (0..workers * workers)
+                .map(|_| ArrayQueue::new(depth.max(1)))
+                .collect(),
+            neighbors: (0..workers).map(|_| ArrayQueue::new(256)).collect(),
+        }
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    #[inline]
+    fn queue(&self, from: usize, to: usize) -> &ArrayQueue<(Mbuf, u16)> {
+        &self.packets[from * self.workers + to]
+    }
+}
+
+/// Packets taken from each other worker's queue per loop iteration.
+const STEER_BUDGET: usize = 64;
 
 /// How often the slow path runs (ARP retries, pending queue, expiry).
 const SLOW_PATH_MS: Millis = 10;
@@ -58,7 +99,9 @@ impl Default for Clock {
 }
 
 pub struct Worker {
+    /// This worker's index among the workers (and its queue on every port).
     pub queue: u16,
+    pub steering: Arc<Steering>,
     pub ports: Vec<Port>,
     pub pool: Arc<Mempool>,
     pub shared: Arc<Shared>,
@@ -92,6 +135,8 @@ impl Worker {
         let mut pending: PendingQueue<Mbuf> = PendingQueue::new(PENDING_PACKETS, PENDING_PER_HOP);
         let mut burst = RxBurst::default();
         let mut next_slow = 0;
+        let me = usize::from(self.queue);
+        let workers = self.steering.workers();
 
         while !self.shared.stop.load(Ordering::Relaxed) {
             let now = clock.now();
@@ -105,8 +150,20 @@ impl Worker {
                 received += n;
                 self.counters.ports[pi].rx_packets.add(n as u64);
                 for m in &mut burst {
-                    self.handle(&mut dp, &mut tx, &mut pending, m, pi, now);
+                    match flow_owner(m.data(), dp.snapshot(), workers) {
+                        Some(owner) if owner != me => {
+                            match self.steering.queue(me, owner).push((m, pi as u16)) {
+                                Ok(()) => self.counters.steered_out.inc(),
+                                // The mbuf came back in the error and is freed here.
+                                Err(_) => self.counters.count_drop(DropReason::SteerQueueFull),
+                            }
+                        }
+                        _ => self.handle(&mut dp, &mut tx, &mut pending, m, pi, now),
+                    }
                 }
+            }
+            if workers > 1 {
+                received += self.take_steered(&mut dp, &mut tx, &mut pending, now);
             }
             for (pi, t) in tx.iter_mut().enumerate() {
                 t.flush();
@@ -187,6 +244,46 @@ impl Worker {
             }
             Verdict::Consumed => {}
             Verdict::Drop(reason) => dp.counters.count_drop(reason),
+        }
+        if let Some((ip, mac, port)) = dp.learned.take() {
+            self.share_neighbor(ip, mac, port);
+        }
+    }
+
+    /// Handles what other workers passed this one; returns how many packets.
+    fn take_steered(
+        &self,
+        dp: &mut DataPlane,
+        tx: &mut [TxBuffer],
+        pending: &mut PendingQueue<Mbuf>,
+        now: Millis,
+    ) -> usize {
+        let me = usize::from(self.queue);
+        let mut taken = 0;
+        for from in (0..self.steering.workers()).filter(|&w| w != me) {
+            let queue = self.steering.queue(from, me);
+            for _ in 0..STEER_BUDGET {
+                let Some((m, port)) = queue.pop() else {
+                    break;
+                };
+                taken += 1;
+                self.handle(dp, tx, pending, m, usize::from(port), now);
+            }
+        }
+        while let Some((ip, mac, port)) = self.steering.neighbors[me].pop() {
+            dp.neighbors.learn(ip, mac, usize::from(port), true, now);
+        }
+        taken
+    }
+
+    /// Tells the other workers about a neighbour this one learned.
+    fn share_neighbor(&self, ip: std::net::Ipv4Addr, mac: MacAddr, port: usize) {
+        let me = usize::from(self.queue);
+        for (w, queue) in self.steering.neighbors.iter().enumerate() {
+            if w != me {
+                // A full queue only means that worker will ARP for itself.
+                let _ = queue.push((ip, mac, port as u16));
+            }
         }
     }
 

@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{assert_clean, spread, Lab, Rvsd, SERIAL};
+use common::{assert_clean, curl_from, extra_client_addresses, spread, Lab, Rvsd, SERIAL};
 
 fn one_armed(modes: &str) -> Lab {
     let servers = modes.split(',').count().to_string();
@@ -91,37 +91,6 @@ fn one_service_mixes_nat_dr_and_tun_servers() {
     // Only the nat server's replies come back through the director.
     assert!(report["forwarded_to_clients"] > 0, "{report:?}");
     assert!(report["forwarded_to_servers"] > report["forwarded_to_clients"]);
-}
-
-/// `curl` from `source` (an address of the client namespace).
-fn curl_from(lab: &Lab, source: &str, port: u16) -> String {
-    let url = format!("http://{}:{port}/", lab.var("LAB_VIP"));
-    let out = lab.exec(
-        "client",
-        &["curl", "-s", "-f", "-m", "10", "--interface", source, &url],
-    );
-    assert!(
-        out.status.success(),
-        "curl from {source} to {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Gives the client namespace the extra addresses 198.18.0.3..=5.
-fn extra_client_addresses(lab: &Lab) -> Vec<String> {
-    let dev = lab.var("LAB_CLIENT_IF").to_string();
-    (3..=5)
-        .map(|last| {
-            let addr = format!("198.18.0.{last}");
-            let out = lab.exec(
-                "client",
-                &["ip", "addr", "add", &format!("{addr}/24"), "dev", &dev],
-            );
-            assert!(out.status.success(), "ip addr add {addr}");
-            addr
-        })
-        .collect()
 }
 
 #[test]

@@ -17,7 +17,7 @@ use rvs::counters::{DropReason, WorkerCounters};
 use rvs::dpdk::{self, Mempool, Port};
 use rvs::pipeline::Limits;
 use rvs::snapshot::Snapshot;
-use rvs::worker::{Shared, Worker};
+use rvs::worker::{Shared, Steering, Worker};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +33,9 @@ struct Args {
     #[arg(long)]
     check: bool,
 }
+
+/// Packets one worker may have queued for another.
+const STEER_QUEUE_DEPTH: usize = 4096;
 
 /// RX/TX descriptors per queue.
 const RING_SIZE: u16 = 1024;
@@ -112,9 +115,11 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         .map(|_| Arc::new(WorkerCounters::new(ports.len())))
         .collect();
     let limits = Limits::default();
+    let steering = Arc::new(Steering::new(worker_lcores.len(), STEER_QUEUE_DEPTH));
     for (queue, (&lcore, counters)) in worker_lcores.iter().zip(&counters).enumerate() {
         let worker = Worker {
             queue: queue as u16,
+            steering: steering.clone(),
             ports: ports.clone(),
             pool: pool.clone(),
             shared: shared.clone(),
@@ -139,6 +144,8 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     shared.stop.store(true, Ordering::Relaxed);
     dpdk::wait_all_workers();
     let forwarding = started.elapsed();
+    // Packets still queued between workers go back to the pool now.
+    drop(steering);
 
     print_report(config, &ports, &counters, forwarding);
     for port in &ports {
@@ -204,6 +211,10 @@ fn print_report(
         "one_packet_scheduled={}\n",
         sum(&|c| c.one_packet_scheduled.get())
     );
+    for (w, c) in counters.iter().enumerate() {
+        out += &format!("worker.{w}.conns_created={}\n", c.conns_created.get());
+        out += &format!("worker.{w}.steered_out={}\n", c.steered_out.get());
+    }
     for &reason in DropReason::ALL {
         out += &format!("drop.{}={}\n", reason.name(), sum(&|c| c.dropped(reason)));
     }

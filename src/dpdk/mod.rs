@@ -362,8 +362,24 @@ impl Port {
         tx_desc: u16,
         pool: &Mempool,
     ) -> Result<(), DpdkError> {
-        let conf = sys::rte_eth_conf::default();
-        // SAFETY: conf is a valid zeroed configuration; port id was probed.
+        let mut conf = sys::rte_eth_conf::default();
+        if queues > 1 {
+            // Spread flows over the queues by RSS where the device hashes
+            // (NICs); vdevs without it (af_packet fans out by itself) get
+            // no RSS request rather than a configuration error.
+            let mut info = sys::rte_eth_dev_info::default();
+            // SAFETY: info is a valid out-pointer; port id was probed.
+            let rc = unsafe { sys::rte_eth_dev_info_get(self.id, &mut info) };
+            check(&format!("reading device info of port {}", self.id), rc)?;
+            let wanted =
+                u64::from(sys::RTE_ETH_RSS_IP | sys::RTE_ETH_RSS_TCP | sys::RTE_ETH_RSS_UDP);
+            let hf = wanted & info.flow_type_rss_offloads;
+            if hf != 0 {
+                conf.rxmode.mq_mode = sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
+                conf.rx_adv_conf.rss_conf.rss_hf = hf;
+            }
+        }
+        // SAFETY: conf is a valid configuration; port id was probed.
         let rc = unsafe { sys::rte_eth_dev_configure(self.id, queues, queues, &conf) };
         check(&format!("configuring port {}", self.id), rc)?;
         let (mut rx_desc, mut tx_desc) = (rx_desc, tx_desc);

@@ -261,3 +261,34 @@ pub fn assert_clean(report: &HashMap<String, u64>) {
         );
     }
 }
+
+/// `curl` from `source` (an address of the client namespace).
+pub fn curl_from(lab: &Lab, source: &str, port: u16) -> String {
+    let url = format!("http://{}:{port}/", lab.var("LAB_VIP"));
+    let out = lab.exec(
+        "client",
+        &["curl", "-s", "-f", "-m", "10", "--interface", source, &url],
+    );
+    assert!(
+        out.status.success(),
+        "curl from {source} to {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Gives the client namespace the extra addresses 198.18.0.3..=5.
+pub fn extra_client_addresses(lab: &Lab) -> Vec<String> {
+    let dev = lab.var("LAB_CLIENT_IF").to_string();
+    (3..=5)
+        .map(|last| {
+            let addr = format!("198.18.0.{last}");
+            let out = lab.exec(
+                "client",
+                &["ip", "addr", "add", &format!("{addr}/24"), "dev", &dev],
+            );
+            assert!(out.status.success(), "ip addr add {addr}");
+            addr
+        })
+        .collect()
+}
