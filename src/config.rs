@@ -84,6 +84,17 @@ pub struct Config {
     /// Service groups (`[[group]]`, IPVS firewall-mark services): unique by
     /// name and mark; no member is also a `[[service]]` or in two groups.
     pub groups: Vec<GroupConfig>,
+    /// Benchmark knobs (`[bench]`); off by default.
+    pub bench: BenchConfig,
+}
+
+/// `[bench]`: settings for measuring rvsd, never for production.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BenchConfig {
+    /// Each worker takes at most this many packets per second from its RX
+    /// queues (a token bucket), so a source that never runs dry
+    /// (`net_pcap` with `infinite_rx=1`) offers a chosen load. 0 = no limit.
+    pub pace_pps: u64,
 }
 
 /// EAL and memory settings (`[dpdk]`).
@@ -423,6 +434,13 @@ struct RawConfig {
     service: Vec<Spanned<RawService>>,
     #[serde(default)]
     group: Vec<Spanned<RawGroup>>,
+    bench: Option<RawBench>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBench {
+    pace_pps: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -616,11 +634,16 @@ impl Cx<'_> {
         let ports = self.ports(raw.port)?;
         let services = self.services(raw.service, &ports)?;
         let groups = self.groups(raw.group, &ports, &services)?;
+        let mut bench = BenchConfig::default();
+        if let Some(pace) = raw.bench.and_then(|b| b.pace_pps) {
+            bench.pace_pps = self.int_in(&pace, "bench.pace_pps", 0, 1_000_000_000)? as u64;
+        }
         Ok(Config {
             dpdk,
             ports,
             services,
             groups,
+            bench,
         })
     }
 
@@ -1807,6 +1830,7 @@ addresses = ["198.19.0.1/24"]
                 }],
             }],
             groups: vec![],
+            bench: BenchConfig::default(),
         };
         assert_eq!(c, want);
         assert_eq!(c.dpdk.main_lcore(), 0);

@@ -113,6 +113,10 @@ pub struct WorkerCounters {
     pub one_packet_scheduled: Counter,
     /// TSC cycles spent in bursts that carried packets.
     pub busy_cycles: Counter,
+    /// Added latency per packet in TSC cycles (RX burst to the end of its
+    /// TX flush). The worker records into its own histogram and hands it
+    /// over here once, when it stops: no lock on the packet path.
+    pub latency: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
 }
 
 impl WorkerCounters {
@@ -131,6 +135,7 @@ impl WorkerCounters {
             icmp_frag_needed_sent: Counter::default(),
             one_packet_scheduled: Counter::default(),
             busy_cycles: Counter::default(),
+            latency: std::sync::Mutex::new(None),
         }
     }
 

@@ -108,7 +108,43 @@ pub struct Worker {
     pub counters: Arc<WorkerCounters>,
     pub limits: Limits,
     pub hash_seed: u64,
+    /// `[bench] pace_pps`: packets per second this worker takes from its
+    /// RX queues at most; 0 = no limit.
+    pub pace_pps: u64,
 }
+
+/// A token bucket over the TSC: how many packets the worker may take now.
+struct Pacer {
+    cycles_per_packet: u64,
+    /// TSC time at which the bucket was last empty-equivalent.
+    credit_from: u64,
+}
+
+impl Pacer {
+    fn new(pps: u64) -> Option<Pacer> {
+        (pps > 0).then(|| Pacer {
+            cycles_per_packet: (dpdk::tsc_hz() / pps).max(1),
+            credit_from: dpdk::rdtsc(),
+        })
+    }
+
+    /// Packets allowed now (at most one burst's worth banked).
+    #[inline]
+    fn allowance(&mut self, now: u64) -> usize {
+        let bank = BURST_CREDIT * self.cycles_per_packet;
+        if now.saturating_sub(self.credit_from) > bank {
+            self.credit_from = now - bank;
+        }
+        (now.saturating_sub(self.credit_from) / self.cycles_per_packet) as usize
+    }
+
+    #[inline]
+    fn spend(&mut self, packets: usize) {
+        self.credit_from += packets as u64 * self.cycles_per_packet;
+    }
+}
+
+const BURST_CREDIT: u64 = crate::dpdk::BURST as u64;
 
 impl Worker {
     /// Runs until `shared.stop` is set. Returns 0 (the lcore exit code).
@@ -137,16 +173,34 @@ impl Worker {
         let mut next_slow = 0;
         let me = usize::from(self.queue);
         let workers = self.steering.workers();
+        let mut pacer = Pacer::new(self.pace_pps);
+        // 1 cycle .. 10^11 cycles (tens of seconds), 3 significant digits.
+        let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3)
+            .expect("valid histogram bounds");
+        let mut rx_marks: Vec<(u64, u64)> = Vec::with_capacity(self.ports.len());
 
         while !self.shared.stop.load(Ordering::Relaxed) {
             let now = clock.now();
             let started = dpdk::rdtsc();
             let mut received = 0;
+            rx_marks.clear();
             for (pi, &port) in self.ports.iter().enumerate() {
-                let n = burst.receive(port, self.queue);
+                let n = match pacer.as_mut() {
+                    None => burst.receive(port, self.queue),
+                    Some(p) => {
+                        let allowed = p.allowance(dpdk::rdtsc());
+                        if allowed == 0 {
+                            continue;
+                        }
+                        let n = burst.receive_at_most(port, self.queue, allowed);
+                        p.spend(n);
+                        n
+                    }
+                };
                 if n == 0 {
                     continue;
                 }
+                rx_marks.push((dpdk::rdtsc(), n as u64));
                 received += n;
                 self.counters.ports[pi].rx_packets.add(n as u64);
                 for m in &mut burst {
@@ -170,7 +224,11 @@ impl Worker {
                 self.publish_tx(pi, t, &mut tx_seen[pi]);
             }
             if received > 0 {
-                self.counters.busy_cycles.add(dpdk::rdtsc() - started);
+                let flushed = dpdk::rdtsc();
+                self.counters.busy_cycles.add(flushed - started);
+                for &(at, n) in &rx_marks {
+                    latency.saturating_record_n(flushed.saturating_sub(at).max(1), n);
+                }
             }
 
             if now >= next_slow {
@@ -186,6 +244,9 @@ impl Worker {
                     self.publish_tx(pi, t, &mut tx_seen[pi]);
                 }
             }
+        }
+        if let Ok(mut slot) = self.counters.latency.lock() {
+            *slot = Some(latency);
         }
         0
     }

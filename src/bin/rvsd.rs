@@ -126,6 +126,7 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
             counters: counters.clone(),
             limits,
             hash_seed: RandomState::new().build_hasher().finish(),
+            pace_pps: config.bench.pace_pps,
         };
         dpdk::launch_on_lcore(lcore, Box::new(move || worker.run()))?;
     }
@@ -211,6 +212,26 @@ fn print_report(
         "one_packet_scheduled={}\n",
         sum(&|c| c.one_packet_scheduled.get())
     );
+    // Added latency, all workers together, in ns.
+    let mut latency: Option<hdrhistogram::Histogram<u64>> = None;
+    for c in counters {
+        if let Some(h) = c.latency.lock().ok().and_then(|mut l| l.take()) {
+            match latency.as_mut() {
+                None => latency = Some(h),
+                Some(all) => {
+                    let _ = all.add(&h);
+                }
+            }
+        }
+    }
+    if let Some(h) = latency.filter(|h| !h.is_empty()) {
+        let ns = |cycles: u64| cycles as f64 * 1e9 / hz;
+        out += &format!("latency_packets={}\n", h.len());
+        for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p999", 0.999)] {
+            out += &format!("latency_ns_{name}={:.0}\n", ns(h.value_at_quantile(q)));
+        }
+        out += &format!("latency_ns_max={:.0}\n", ns(h.max()));
+    }
     for (w, c) in counters.iter().enumerate() {
         out += &format!("worker.{w}.conns_created={}\n", c.conns_created.get());
         out += &format!("worker.{w}.steered_out={}\n", c.steered_out.get());

@@ -475,9 +475,16 @@ impl RxBurst {
     /// (and freeing) whatever the previous burst did not hand out.
     #[inline]
     pub fn receive(&mut self, port: Port, queue: u16) -> usize {
+        self.receive_at_most(port, queue, BURST)
+    }
+
+    /// As [`RxBurst::receive`], taking at most `max` (≤ [`BURST`]) packets.
+    #[inline]
+    pub fn receive_at_most(&mut self, port: Port, queue: u16, max: usize) -> usize {
         self.free_rest();
-        // SAFETY: pkts has room for BURST pointers; the queue belongs to this lcore.
-        let n = unsafe { sys::rvs_rx_burst(port.id, queue, self.pkts.as_mut_ptr(), BURST as u16) };
+        let max = max.min(BURST) as u16;
+        // SAFETY: pkts has room for BURST ≥ max pointers; the queue belongs to this lcore.
+        let n = unsafe { sys::rvs_rx_burst(port.id, queue, self.pkts.as_mut_ptr(), max) };
         self.len = n as usize;
         self.next = 0;
         self.len
