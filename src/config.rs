@@ -17,15 +17,31 @@
 //! static_neighbors = [ { address = "198.18.0.7", mac = "02:00:00:00:00:07" } ]
 //! mac = "02:00:00:00:00:01"                # optional, see below
 //!
+//! mtu = 1500                               # optional; checked by tun
+//!
 //! [[service]]
 //! protocol = "tcp"                 # "tcp" | "udp"
-//! address = "198.18.0.100:80"      # VIP:port
+//! address = "198.18.0.100:80"      # VIP:port; port 0 = all ports (needs persistence)
 //! scheduler = "wlc"                # any name of `SchedulerKind::ALL` (default "wlc")
+//! sched_flags = ["sh-port"]        # ipvsadm -b, for sh / mh
+//! persistence = { timeout = 360, netmask = "255.255.255.255" }  # optional, -p / -M
+//! one_packet = false               # UDP only, -o
+//! mh_table_size = 65537            # mh only, one of sched::maglev::PRIMES
 //!
 //! [[service.server]]
-//! address = "198.19.0.11:80"
-//! forward = "nat"                  # only "nat" for now
+//! address = "198.19.0.11:80"       # port optional (dr/tun: always the client's)
+//! forward = "nat"                  # "nat" | "dr" | "tun"
 //! weight = 1                       # 0..=65535, default 1; 0 = no new connections
+//!
+//! [[group]]                        # service group = IPVS firewall-mark service
+//! name = "web"
+//! mark = 1                         # optional, default the 1-based position
+//! members = ["tcp:198.18.0.100:80", "tcp:198.18.0.100:443"]
+//! scheduler = "rr"                 # and sched_flags, persistence as for services
+//!
+//! [[group.server]]
+//! address = "198.19.0.11"          # no port: keep the client's destination port
+//! forward = "nat"
 //! ```
 //!
 //! `port.mac` is an rvs extension with no LVS counterpart: it overrides the
@@ -47,7 +63,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::addr::{Ipv4Cidr, MacAddr};
-use crate::sched::SchedulerKind;
+use crate::sched::{maglev, HashFlags, SchedulerKind};
 
 /// Lcore ids must be below this (a sanity bound; EAL enforces its own
 /// RTE_MAX_LCORE, usually 128).
@@ -65,6 +81,9 @@ pub struct Config {
     pub ports: Vec<PortConfig>,
     /// Unique by (protocol, VIP, port). May be empty.
     pub services: Vec<ServiceConfig>,
+    /// Service groups (`[[group]]`, IPVS firewall-mark services): unique by
+    /// name and mark; no member is also a `[[service]]` or in two groups.
+    pub groups: Vec<GroupConfig>,
 }
 
 /// EAL and memory settings (`[dpdk]`).
@@ -163,7 +182,13 @@ pub struct PortConfig {
     pub static_neighbors: Vec<(Ipv4Addr, MacAddr)>,
     /// Unicast MAC override (rvs extension).
     pub mac: Option<MacAddr>,
+    /// Largest IP packet the port's link carries (default 1500); IPIP
+    /// encapsulation checks against it.
+    pub mtu: u16,
 }
+
+/// Default port MTU.
+pub const DEFAULT_MTU: u16 = 1500;
 
 /// Transport protocol of a virtual service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -204,8 +229,7 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// Packet forwarding method to a real server. Only [`Forward::Nat`] is
-/// accepted by the configuration for now.
+/// Packet forwarding method to a real server (per server, as in IPVS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Forward {
     Nat,
@@ -252,16 +276,63 @@ impl fmt::Display for Forward {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceConfig {
     pub protocol: Protocol,
-    /// VIP and port; the port is never 0.
+    /// VIP and port; port 0 (only with persistence) matches every port of
+    /// the VIP that no other service of the protocol claims.
     pub address: SocketAddrV4,
     pub scheduler: SchedulerKind,
+    /// ipvsadm `-b` (`sh-port`, `sh-fallback`, `mh-port`, `mh-fallback`).
+    pub sched_flags: HashFlags,
+    /// ipvsadm `-p` / `-M`.
+    pub persistence: Option<Persistence>,
+    /// ipvsadm `-o` (UDP only): every datagram scheduled on its own.
+    pub one_packet: bool,
+    /// Maglev lookup table size (`mh` only): a prime from
+    /// `sched::maglev::PRIMES`, default 65537.
+    pub mh_table_size: usize,
     /// Unique by address within the service.
     pub servers: Vec<ServerConfig>,
 }
 
-/// One `[[service.server]]` (a real server).
+/// One `[[group]]`: several `protocol:VIP:port` members scheduled and
+/// persisted as one service (IPVS's firewall-mark service, `-f MARK`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupConfig {
+    pub name: String,
+    /// 1..; default: the group's 1-based position among the groups.
+    pub mark: u32,
+    /// At least one; ports are not 0.
+    pub members: Vec<(Protocol, SocketAddrV4)>,
+    pub scheduler: SchedulerKind,
+    pub sched_flags: HashFlags,
+    pub persistence: Option<Persistence>,
+    /// Always false for now (kept so groups and services read alike).
+    pub one_packet: bool,
+    pub mh_table_size: usize,
+    /// Server ports are usually 0: the client's destination port is kept.
+    pub servers: Vec<ServerConfig>,
+}
+
+/// Persistence (ipvsadm `-p [timeout] -M netmask`): a client's new
+/// connections go to the server its earlier ones went to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Persistence {
+    /// Seconds the client's template lives after its last new connection
+    /// (longer while it still has connections). 1..=31536000, default 360.
+    pub timeout_secs: u32,
+    /// Clients are grouped by `address & netmask` (default /32).
+    pub netmask: Ipv4Addr,
+}
+
+impl Persistence {
+    /// ipvsadm's default `-p` timeout.
+    pub const DEFAULT_TIMEOUT_SECS: u32 = 360;
+}
+
+/// One `[[service.server]]` / `[[group.server]]` (a real server).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
+    /// Port 0: keep the port the client connected to (port-0 services and
+    /// groups). For dr and tun the port is always the client's.
     pub address: SocketAddrV4,
     pub forward: Forward,
     /// 0..=65535; 0 means no new connections.
@@ -343,6 +414,8 @@ struct RawConfig {
     port: Vec<Spanned<RawPort>>,
     #[serde(default)]
     service: Vec<Spanned<RawService>>,
+    #[serde(default)]
+    group: Vec<Spanned<RawGroup>>,
 }
 
 #[derive(Deserialize)]
@@ -366,6 +439,7 @@ struct RawPort {
     #[serde(default)]
     static_neighbors: Vec<Spanned<RawNeighbor>>,
     mac: Option<Spanned<String>>,
+    mtu: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -381,8 +455,44 @@ struct RawService {
     protocol: Spanned<String>,
     address: Spanned<String>,
     scheduler: Option<Spanned<String>>,
+    sched_flags: Option<Vec<Spanned<String>>>,
+    persistence: Option<Spanned<RawPersistence>>,
+    one_packet: Option<Spanned<bool>>,
+    mh_table_size: Option<Spanned<i64>>,
     #[serde(default)]
     server: Vec<Spanned<RawServer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: Spanned<String>,
+    mark: Option<Spanned<i64>>,
+    members: Spanned<Vec<Spanned<String>>>,
+    scheduler: Option<Spanned<String>>,
+    sched_flags: Option<Vec<Spanned<String>>>,
+    persistence: Option<Spanned<RawPersistence>>,
+    one_packet: Option<Spanned<bool>>,
+    mh_table_size: Option<Spanned<i64>>,
+    #[serde(default)]
+    server: Vec<Spanned<RawServer>>,
+}
+
+/// What services and groups share (serde's `flatten` would lose the spans).
+struct RawServiceBody<'a> {
+    scheduler: &'a Option<Spanned<String>>,
+    sched_flags: &'a Option<Vec<Spanned<String>>>,
+    persistence: &'a Option<Spanned<RawPersistence>>,
+    one_packet: &'a Option<Spanned<bool>>,
+    mh_table_size: &'a Option<Spanned<i64>>,
+    server: &'a [Spanned<RawServer>],
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPersistence {
+    timeout: Option<Spanned<i64>>,
+    netmask: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -391,6 +501,25 @@ struct RawServer {
     address: Spanned<String>,
     forward: Spanned<String>,
     weight: Option<Spanned<i64>>,
+}
+
+/// The validated common part of a service or group.
+struct ServiceBody {
+    scheduler: SchedulerKind,
+    sched_flags: HashFlags,
+    persistence: Option<Persistence>,
+    one_packet: bool,
+    mh_table_size: usize,
+    servers: Vec<ServerConfig>,
+}
+
+/// Where a server list belongs, for the rules that depend on it.
+#[derive(Clone, Copy)]
+enum ServiceKind {
+    /// A `[[service]]` with this port (0: all ports).
+    Single(u16),
+    /// A `[[group]]`: servers may keep the client's port.
+    Group,
 }
 
 // ---------------------------------------------------------------------------
@@ -479,10 +608,12 @@ impl Cx<'_> {
         }
         let ports = self.ports(raw.port)?;
         let services = self.services(raw.service, &ports)?;
+        let groups = self.groups(raw.group, &ports, &services)?;
         Ok(Config {
             dpdk,
             ports,
             services,
+            groups,
         })
     }
 
@@ -752,6 +883,11 @@ impl Cx<'_> {
                 }
             };
 
+            let mtu = match &r.mtu {
+                None => DEFAULT_MTU,
+                Some(m) => self.int_in(m, &format!("{p}.mtu"), 576, 9216)? as u16,
+            };
+
             ports.push(PortConfig {
                 name,
                 device,
@@ -759,6 +895,7 @@ impl Cx<'_> {
                 gateway,
                 static_neighbors,
                 mac,
+                mtu,
             });
         }
         Ok(ports)
@@ -771,29 +908,18 @@ impl Cx<'_> {
     ) -> Res<Vec<ServiceConfig>> {
         let mut services = Vec::with_capacity(raw.len());
         let mut seen: HashMap<(Protocol, SocketAddrV4), usize> = HashMap::new();
-        let has_gateway = ports.iter().any(|p| p.gateway.is_some());
         for (i, sp) in raw.into_iter().enumerate() {
             let s = format!("service[{i}]");
             let r = sp.into_inner();
-
-            let protocol = Protocol::from_name(r.protocol.get_ref()).ok_or_else(|| {
-                self.err(
-                    r.protocol.span(),
-                    format!("{s}.protocol"),
-                    format!(
-                        "unknown protocol {:?} (expected \"tcp\" or \"udp\")",
-                        r.protocol.get_ref()
-                    ),
-                )
-            })?;
+            let protocol = self.protocol(&r.protocol, &format!("{s}.protocol"))?;
 
             let key = format!("{s}.address");
             let address = self.socket_addr(&r.address, &key, "198.18.0.100:80")?;
-            if address.port() == 0 {
+            if address.port() == 0 && r.persistence.is_none() {
                 return Err(self.err(
                     r.address.span(),
                     key,
-                    "port 0 (all ports) needs persistence, not supported yet",
+                    "port 0 (all ports) needs persistence (add persistence = { timeout = 360 })",
                 ));
             }
             let line = self.line_of(r.address.span().start);
@@ -806,95 +932,403 @@ impl Cx<'_> {
                     ),
                 ));
             }
-
-            let scheduler = match &r.scheduler {
-                None => SchedulerKind::Wlc,
-                Some(name) => name
-                    .get_ref()
-                    .parse()
-                    .map_err(|m: String| self.err(name.span(), format!("{s}.scheduler"), m))?,
+            let body = RawServiceBody {
+                scheduler: &r.scheduler,
+                sched_flags: &r.sched_flags,
+                persistence: &r.persistence,
+                one_packet: &r.one_packet,
+                mh_table_size: &r.mh_table_size,
+                server: &r.server,
             };
-
-            let mut servers = Vec::with_capacity(r.server.len());
-            let mut addrs: HashMap<SocketAddrV4, usize> = HashMap::new();
-            for (j, srv) in r.server.iter().enumerate() {
-                let srv = srv.get_ref();
-                let k = format!("{s}.server[{j}]");
-                let key = format!("{k}.address");
-                let address = self.socket_addr(&srv.address, &key, "198.19.0.11:80")?;
-                if address.port() == 0 {
-                    return Err(self.err(
-                        srv.address.span(),
-                        key,
-                        format!("server {address}: port 0 is not allowed"),
-                    ));
-                }
-                let line = self.line_of(srv.address.span().start);
-                if let Some(first) = addrs.insert(address, line) {
-                    return Err(self.err(
-                        srv.address.span(),
-                        key,
-                        format!(
-                            "duplicate server {address} in this service (also at line {first})"
-                        ),
-                    ));
-                }
-                let ip = *address.ip();
-                if !has_gateway
-                    && !ports
-                        .iter()
-                        .any(|p| p.addresses.iter().any(|c| c.contains(ip)))
-                {
-                    return Err(self.err(
-                        srv.address.span(),
-                        key,
-                        format!(
-                            "server {ip} is unreachable: not inside any port's address prefix \
-                             and no port has a gateway"
-                        ),
-                    ));
-                }
-
-                let fwd = srv.forward.get_ref();
-                let forward = match Forward::from_name(fwd) {
-                    Some(Forward::Nat) => Forward::Nat,
-                    Some(_) => {
-                        return Err(self.err(
-                            srv.forward.span(),
-                            format!("{k}.forward"),
-                            format!("forward {fwd:?} is not supported yet (only \"nat\")"),
-                        ))
-                    }
-                    None => {
-                        return Err(self.err(
-                            srv.forward.span(),
-                            format!("{k}.forward"),
-                            format!(
-                                "unknown forwarding method {fwd:?} (expected one of: nat, dr, tun)"
-                            ),
-                        ))
-                    }
-                };
-
-                let weight = match &srv.weight {
-                    None => 1,
-                    Some(w) => self.int_in(w, &format!("{k}.weight"), 0, 65535)? as u32,
-                };
-                servers.push(ServerConfig {
-                    address,
-                    forward,
-                    weight,
-                });
+            let b = self.service_body(&s, &body, ServiceKind::Single(address.port()), ports)?;
+            if b.one_packet && protocol != Protocol::Udp {
+                let op = r.one_packet.as_ref().expect("one_packet was given");
+                return Err(self.err(
+                    op.span(),
+                    format!("{s}.one_packet"),
+                    "one-packet scheduling is for UDP services only",
+                ));
             }
-
             services.push(ServiceConfig {
                 protocol,
                 address,
-                scheduler,
-                servers,
+                scheduler: b.scheduler,
+                sched_flags: b.sched_flags,
+                persistence: b.persistence,
+                one_packet: b.one_packet,
+                mh_table_size: b.mh_table_size,
+                servers: b.servers,
             });
         }
         Ok(services)
+    }
+
+    fn groups(
+        &self,
+        raw: Vec<Spanned<RawGroup>>,
+        ports: &[PortConfig],
+        services: &[ServiceConfig],
+    ) -> Res<Vec<GroupConfig>> {
+        let mut groups: Vec<GroupConfig> = Vec::with_capacity(raw.len());
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut marks: HashMap<u32, usize> = HashMap::new();
+        let mut members_seen: HashMap<(Protocol, SocketAddrV4), usize> = HashMap::new();
+        for (i, sp) in raw.into_iter().enumerate() {
+            let g = format!("group[{i}]");
+            let r = sp.into_inner();
+            let name = r.name.get_ref().clone();
+            if name.is_empty() {
+                return Err(self.err(
+                    r.name.span(),
+                    format!("{g}.name"),
+                    "group name must not be empty",
+                ));
+            }
+            let line = self.line_of(r.name.span().start);
+            if let Some(first) = names.insert(name.clone(), line) {
+                return Err(self.err(
+                    r.name.span(),
+                    format!("{g}.name"),
+                    format!("duplicate group name {name:?} (also used at line {first})"),
+                ));
+            }
+            let mark = match &r.mark {
+                Some(m) => self.int_in(m, &format!("{g}.mark"), 1, u32::MAX as i64)? as u32,
+                None => i as u32 + 1,
+            };
+            let mark_span = r.mark.as_ref().map_or(r.name.span(), Spanned::span);
+            if let Some(first) = marks.insert(mark, self.line_of(mark_span.start)) {
+                return Err(self.err(
+                    mark_span,
+                    format!("{g}.mark"),
+                    format!(
+                        "mark {mark} is already used by another group (line {first}); \
+                         set `mark` explicitly"
+                    ),
+                ));
+            }
+            if r.members.get_ref().is_empty() {
+                return Err(self.err(
+                    r.members.span(),
+                    format!("{g}.members"),
+                    "a group needs at least one member (e.g. \"tcp:198.18.0.100:80\")",
+                ));
+            }
+            let mut members = Vec::with_capacity(r.members.get_ref().len());
+            for (j, m) in r.members.get_ref().iter().enumerate() {
+                let key = format!("{g}.members[{j}]");
+                let member = self.member(m, &key)?;
+                let (protocol, address) = member;
+                if services
+                    .iter()
+                    .any(|s| s.protocol == protocol && s.address == address)
+                {
+                    return Err(self.err(
+                        m.span(),
+                        key,
+                        format!("{protocol} {address} is also a [[service]]; it can be only one"),
+                    ));
+                }
+                let line = self.line_of(m.span().start);
+                if let Some(first) = members_seen.insert(member, line) {
+                    return Err(self.err(
+                        m.span(),
+                        key,
+                        format!("{protocol} {address} is already a group member (line {first})"),
+                    ));
+                }
+                members.push(member);
+            }
+            let body = RawServiceBody {
+                scheduler: &r.scheduler,
+                sched_flags: &r.sched_flags,
+                persistence: &r.persistence,
+                one_packet: &r.one_packet,
+                mh_table_size: &r.mh_table_size,
+                server: &r.server,
+            };
+            let b = self.service_body(&g, &body, ServiceKind::Group, ports)?;
+            if b.one_packet {
+                let op = r.one_packet.as_ref().expect("one_packet was given");
+                return Err(self.err(
+                    op.span(),
+                    format!("{g}.one_packet"),
+                    "one-packet scheduling is supported on UDP [[service]]s, not on groups",
+                ));
+            }
+            groups.push(GroupConfig {
+                name,
+                mark,
+                members,
+                scheduler: b.scheduler,
+                sched_flags: b.sched_flags,
+                persistence: b.persistence,
+                one_packet: b.one_packet,
+                mh_table_size: b.mh_table_size,
+                servers: b.servers,
+            });
+        }
+        Ok(groups)
+    }
+
+    /// A group member: `"tcp:198.18.0.100:80"`.
+    fn member(&self, m: &Spanned<String>, key: &str) -> Res<(Protocol, SocketAddrV4)> {
+        let text = m.get_ref();
+        let bad = || {
+            self.err(
+                m.span(),
+                key,
+                format!(
+                    "invalid member {text:?} (expected protocol:VIP:port, e.g. \"tcp:198.18.0.100:443\")"
+                ),
+            )
+        };
+        let (proto, addr) = text.split_once(':').ok_or_else(bad)?;
+        let protocol = Protocol::from_name(proto).ok_or_else(bad)?;
+        let address: SocketAddrV4 = addr.parse().map_err(|_| bad())?;
+        let ip = *address.ip();
+        if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+            return Err(self.err(m.span(), key, format!("{ip} is not a unicast address")));
+        }
+        if address.port() == 0 {
+            return Err(self.err(
+                m.span(),
+                key,
+                "a member needs a port (for all ports use a [[service]] with port 0)",
+            ));
+        }
+        Ok((protocol, address))
+    }
+
+    fn protocol(&self, v: &Spanned<String>, key: &str) -> Res<Protocol> {
+        Protocol::from_name(v.get_ref()).ok_or_else(|| {
+            self.err(
+                v.span(),
+                key,
+                format!(
+                    "unknown protocol {:?} (expected \"tcp\" or \"udp\")",
+                    v.get_ref()
+                ),
+            )
+        })
+    }
+
+    /// Scheduler, flags, persistence and servers of a service or group `s`.
+    fn service_body(
+        &self,
+        s: &str,
+        r: &RawServiceBody<'_>,
+        kind: ServiceKind,
+        ports: &[PortConfig],
+    ) -> Res<ServiceBody> {
+        let scheduler = match r.scheduler {
+            None => SchedulerKind::Wlc,
+            Some(name) => name
+                .get_ref()
+                .parse()
+                .map_err(|m: String| self.err(name.span(), format!("{s}.scheduler"), m))?,
+        };
+        let mut sched_flags = HashFlags::NONE;
+        for (j, f) in r.sched_flags.iter().flatten().enumerate() {
+            let key = format!("{s}.sched_flags[{j}]");
+            let (owner, flag) = f.get_ref().split_once('-').unwrap_or(("", ""));
+            let known = matches!(owner, "sh" | "mh") && matches!(flag, "port" | "fallback");
+            if !known {
+                return Err(self.err(
+                    f.span(),
+                    key,
+                    format!(
+                        "unknown scheduler flag {:?} (expected sh-port, sh-fallback, mh-port or mh-fallback)",
+                        f.get_ref()
+                    ),
+                ));
+            }
+            if owner != scheduler.name() {
+                return Err(self.err(
+                    f.span(),
+                    key,
+                    format!(
+                        "flag {:?} is for scheduler {owner}, not {scheduler}",
+                        f.get_ref()
+                    ),
+                ));
+            }
+            match flag {
+                "port" => sched_flags.port = true,
+                _ => sched_flags.fallback = true,
+            }
+        }
+        let persistence = match r.persistence {
+            None => None,
+            Some(p) => {
+                let p = p.get_ref();
+                let timeout_secs = match &p.timeout {
+                    None => Persistence::DEFAULT_TIMEOUT_SECS,
+                    Some(t) => {
+                        self.int_in(t, &format!("{s}.persistence.timeout"), 1, 31_536_000)? as u32
+                    }
+                };
+                let netmask = match &p.netmask {
+                    None => Ipv4Addr::BROADCAST,
+                    Some(m) => {
+                        let key = format!("{s}.persistence.netmask");
+                        let bad = || {
+                            self.err(
+                                m.span(),
+                                &key,
+                                format!(
+                                    "invalid netmask {:?} (expected e.g. \"255.255.255.0\")",
+                                    m.get_ref()
+                                ),
+                            )
+                        };
+                        let mask: Ipv4Addr = m.get_ref().parse().map_err(|_| bad())?;
+                        let bits = u32::from(mask);
+                        if bits.leading_ones() + bits.trailing_zeros() != 32 {
+                            return Err(bad());
+                        }
+                        mask
+                    }
+                };
+                Some(Persistence {
+                    timeout_secs,
+                    netmask,
+                })
+            }
+        };
+        let one_packet = r.one_packet.as_ref().is_some_and(|o| *o.get_ref());
+        let mh_table_size = match r.mh_table_size {
+            None => maglev::DEFAULT_SIZE,
+            Some(m) => {
+                let key = format!("{s}.mh_table_size");
+                if scheduler != SchedulerKind::Mh {
+                    return Err(self.err(
+                        m.span(),
+                        key,
+                        format!("mh_table_size is for scheduler mh, not {scheduler}"),
+                    ));
+                }
+                let n = *m.get_ref();
+                if n < 0 || !maglev::is_allowed_size(n as usize) {
+                    let list: Vec<String> = maglev::PRIMES.iter().map(|p| p.to_string()).collect();
+                    return Err(self.err(
+                        m.span(),
+                        key,
+                        format!("mh_table_size {n} is not one of {}", list.join(", ")),
+                    ));
+                }
+                n as usize
+            }
+        };
+
+        let has_gateway = ports.iter().any(|p| p.gateway.is_some());
+        let on_link = |ip: Ipv4Addr| {
+            ports
+                .iter()
+                .any(|p| p.addresses.iter().any(|c| c.contains(ip)))
+        };
+        let mut servers = Vec::with_capacity(r.server.len());
+        let mut addrs: HashMap<SocketAddrV4, usize> = HashMap::new();
+        for (j, srv) in r.server.iter().enumerate() {
+            let srv = srv.get_ref();
+            let k = format!("{s}.server[{j}]");
+            let key = format!("{k}.address");
+
+            let fwd = srv.forward.get_ref();
+            let forward = Forward::from_name(fwd).ok_or_else(|| {
+                self.err(
+                    srv.forward.span(),
+                    format!("{k}.forward"),
+                    format!("unknown forwarding method {fwd:?} (expected one of: nat, dr, tun)"),
+                )
+            })?;
+
+            // The port may be left out: the service's port (0 = the client's).
+            let text = srv.address.get_ref();
+            let with_port = if text.contains(':') {
+                text.clone()
+            } else {
+                let port = match kind {
+                    ServiceKind::Single(p) => p,
+                    ServiceKind::Group => 0,
+                };
+                format!("{text}:{port}")
+            };
+            let spanned = Spanned::new(srv.address.span(), with_port);
+            let address = self.socket_addr(&spanned, &key, "198.19.0.11:80")?;
+            let service_port = match kind {
+                ServiceKind::Single(p) => p,
+                ServiceKind::Group => 0,
+            };
+            if address.port() == 0 && service_port != 0 && text.contains(':') {
+                return Err(self.err(
+                    srv.address.span(),
+                    key,
+                    format!("server {address}: port 0 is not allowed (omit the port to use the service's)"),
+                ));
+            }
+            if forward != Forward::Nat && address.port() != service_port && address.port() != 0 {
+                return Err(self.err(
+                    srv.address.span(),
+                    key,
+                    format!(
+                        "server {address}: {forward} cannot change the port (the server sees \
+                         the client's destination port); omit the port"
+                    ),
+                ));
+            }
+            let address = if forward != Forward::Nat {
+                SocketAddrV4::new(*address.ip(), service_port)
+            } else {
+                address
+            };
+            let line = self.line_of(srv.address.span().start);
+            if let Some(first) = addrs.insert(address, line) {
+                return Err(self.err(
+                    srv.address.span(),
+                    key,
+                    format!("duplicate server {address} in this service (also at line {first})"),
+                ));
+            }
+            let ip = *address.ip();
+            if forward == Forward::Dr && !on_link(ip) {
+                return Err(self.err(
+                    srv.address.span(),
+                    key,
+                    format!(
+                        "server {ip}: dr needs the server on a directly attached segment \
+                         (inside a port's address prefix)"
+                    ),
+                ));
+            }
+            if !has_gateway && !on_link(ip) {
+                return Err(self.err(
+                    srv.address.span(),
+                    key,
+                    format!(
+                        "server {ip} is unreachable: not inside any port's address prefix \
+                         and no port has a gateway"
+                    ),
+                ));
+            }
+            let weight = match &srv.weight {
+                None => 1,
+                Some(w) => self.int_in(w, &format!("{k}.weight"), 0, 65535)? as u32,
+            };
+            servers.push(ServerConfig {
+                address,
+                forward,
+                weight,
+            });
+        }
+        Ok(ServiceBody {
+            scheduler,
+            sched_flags,
+            persistence,
+            one_packet,
+            mh_table_size,
+            servers,
+        })
     }
 
     /// `a.b.c.d:port`, unicast.
@@ -1335,17 +1769,23 @@ addresses = ["198.19.0.1/24"]
                 gateway: Some(Ipv4Addr::new(198, 18, 0, 254)),
                 static_neighbors: vec![(Ipv4Addr::new(198, 18, 0, 7), MacAddr([2, 0, 0, 0, 0, 7]))],
                 mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
+                mtu: 1500,
             }],
             services: vec![ServiceConfig {
                 protocol: Protocol::Tcp,
                 address: sa("198.18.0.100:80"),
                 scheduler: SchedulerKind::Wlc,
+                sched_flags: HashFlags::NONE,
+                persistence: None,
+                one_packet: false,
+                mh_table_size: maglev::DEFAULT_SIZE,
                 servers: vec![ServerConfig {
                     address: sa("198.19.0.11:80"),
                     forward: Forward::Nat,
                     weight: 1,
                 }],
             }],
+            groups: vec![],
         };
         assert_eq!(c, want);
         assert_eq!(c.dpdk.main_lcore(), 0);
@@ -2017,18 +2457,28 @@ addresses = ["10.0.0.1/8"]
             &service("", "").replace("198.18.0.100:80", "198.18.0.100:0"),
             12,
             "service[0].address",
-            "port 0 (all ports) needs persistence, not supported yet",
+            "port 0 (all ports) needs persistence",
         );
+        // With persistence it is the per-client service over every port;
+        // its servers keep the client's port.
+        let c = ok(&service("persistence = { timeout = 60 }\n", "")
+            .replace("198.18.0.100:80", "198.18.0.100:0")
+            .replace("198.19.0.11:80", "198.19.0.11"));
+        assert_eq!(c.services[0].address.port(), 0);
+        assert_eq!(c.services[0].servers[0].address, sa("198.19.0.11:0"));
     }
 
     #[test]
     fn bad_server_address() {
         expect_err(
-            &service("", "").replace("198.19.0.11:80", "198.19.0.11"),
+            &service("", "").replace("198.19.0.11:80", "198.19.0.11:http"),
             14,
             "service[0].server[0].address",
-            "invalid address \"198.19.0.11\"",
+            "invalid address \"198.19.0.11:http\"",
         );
+        // Without a port the server listens on the service's.
+        let c = ok(&service("", "").replace("198.19.0.11:80", "198.19.0.11"));
+        assert_eq!(c.services[0].servers[0].address, sa("198.19.0.11:80"));
         expect_err(
             &service("", "").replace("198.19.0.11:80", "198.19.0.11:0"),
             14,
@@ -2127,20 +2577,261 @@ addresses = ["10.0.0.1/8"]
     }
 
     #[test]
-    fn unsupported_forward() {
-        for name in ["dr", "tun"] {
+    fn forward_methods() {
+        for (name, method) in [("dr", Forward::Dr), ("tun", Forward::Tun)] {
+            let text = service("", "").replace("\"nat\"", &format!("\"{name}\""));
+            assert_eq!(ok(&text).services[0].servers[0].forward, method);
+            // dr and tun cannot change the port.
             expect_err(
-                &service("", "").replace("\"nat\"", &format!("\"{name}\"")),
-                15,
-                "service[0].server[0].forward",
-                &format!("forward \"{name}\" is not supported yet"),
+                &text.replace("198.19.0.11:80", "198.19.0.11:8080"),
+                14,
+                "service[0].server[0].address",
+                &format!("server 198.19.0.11:8080: {name} cannot change the port"),
             );
         }
+        // dr needs the server on an attached segment; tun may go via a gateway.
+        let routed = service("", "")
+            .replace(
+                "addresses = [\"198.18.0.1/24\"]",
+                "addresses = [\"198.18.0.1/24\"]\ngateway = \"198.18.0.254\"",
+            )
+            .replace("198.19.0.11:80", "203.0.113.9:80");
+        assert!(parse(&routed.replace("\"nat\"", "\"tun\""), "t.toml").is_ok());
+        expect_err(
+            &routed.replace("\"nat\"", "\"dr\""),
+            15,
+            "service[0].server[0].address",
+            "dr needs the server on a directly attached segment",
+        );
         expect_err(
             &service("", "").replace("\"nat\"", "\"masq\""),
             15,
             "service[0].server[0].forward",
             "unknown forwarding method \"masq\" (expected one of: nat, dr, tun)",
+        );
+    }
+
+    #[test]
+    fn persistence() {
+        let c = ok(&service("persistence = {}\n", ""));
+        assert_eq!(
+            c.services[0].persistence,
+            Some(Persistence {
+                timeout_secs: 360,
+                netmask: Ipv4Addr::BROADCAST
+            })
+        );
+        let c = ok(&service(
+            "persistence = { timeout = 30, netmask = \"255.255.255.0\" }\n",
+            "",
+        ));
+        assert_eq!(
+            c.services[0].persistence,
+            Some(Persistence {
+                timeout_secs: 30,
+                netmask: Ipv4Addr::new(255, 255, 255, 0)
+            })
+        );
+        assert_eq!(ok(&service("", "")).services[0].persistence, None);
+        expect_err(
+            &service("persistence = { timeout = 0 }\n", ""),
+            13,
+            "service[0].persistence.timeout",
+            "timeout 0 out of range (1..=31536000)",
+        );
+        expect_err(
+            &service("persistence = { netmask = \"255.0.255.0\" }\n", ""),
+            13,
+            "service[0].persistence.netmask",
+            "invalid netmask \"255.0.255.0\"",
+        );
+        expect_err(
+            &service("persistence = { time = 5 }\n", ""),
+            13,
+            "service[0].persistence.time",
+            "unknown field `time`",
+        );
+    }
+
+    #[test]
+    fn one_packet_is_for_udp() {
+        let udp = service("one_packet = true\n", "").replace("\"tcp\"", "\"udp\"");
+        assert!(ok(&udp).services[0].one_packet);
+        assert!(!ok(&service("", "")).services[0].one_packet);
+        expect_err(
+            &service("one_packet = true\n", ""),
+            13,
+            "service[0].one_packet",
+            "one-packet scheduling is for UDP services only",
+        );
+    }
+
+    #[test]
+    fn scheduler_flags() {
+        let c = ok(&service(
+            "scheduler = \"sh\"\nsched_flags = [\"sh-port\", \"sh-fallback\"]\n",
+            "",
+        ));
+        assert_eq!(
+            c.services[0].sched_flags,
+            HashFlags {
+                port: true,
+                fallback: true
+            }
+        );
+        let c = ok(&service(
+            "scheduler = \"mh\"\nsched_flags = [\"mh-port\"]\nmh_table_size = 251\n",
+            "",
+        ));
+        assert!(c.services[0].sched_flags.port);
+        assert_eq!(c.services[0].mh_table_size, 251);
+        expect_err(
+            &service("scheduler = \"sh\"\nsched_flags = [\"mh-port\"]\n", ""),
+            14,
+            "service[0].sched_flags[0]",
+            "flag \"mh-port\" is for scheduler mh, not sh",
+        );
+        expect_err(
+            &service("scheduler = \"sh\"\nsched_flags = [\"sh-sticky\"]\n", ""),
+            14,
+            "service[0].sched_flags[0]",
+            "unknown scheduler flag \"sh-sticky\"",
+        );
+        expect_err(
+            &service("scheduler = \"mh\"\nmh_table_size = 1000\n", ""),
+            14,
+            "service[0].mh_table_size",
+            "mh_table_size 1000 is not one of 251, 509",
+        );
+        expect_err(
+            &service("mh_table_size = 251\n", ""),
+            13,
+            "service[0].mh_table_size",
+            "mh_table_size is for scheduler mh, not wlc",
+        );
+    }
+
+    #[test]
+    fn port_mtu() {
+        assert_eq!(ok(PORTS).ports[0].mtu, 1500);
+        let text = PORTS.replacen(
+            "vdev = \"net_null0\"\n",
+            "vdev = \"net_null0\"\nmtu = 9000\n",
+            1,
+        );
+        assert_eq!(ok(&text).ports[0].mtu, 9000);
+        expect_err(
+            &PORTS.replacen(
+                "vdev = \"net_null0\"\n",
+                "vdev = \"net_null0\"\nmtu = 100\n",
+                1,
+            ),
+            4,
+            "port[0].mtu",
+            "mtu 100 out of range (576..=9216)",
+        );
+    }
+
+    const GROUP: &str = "[[group]]\nname = \"web\"\nmembers = [\"tcp:198.18.0.100:80\", \"tcp:198.18.0.100:443\"]\n\
+                         scheduler = \"rr\"\npersistence = { timeout = 60 }\n\
+                         [[group.server]]\naddress = \"198.19.0.11\"\nforward = \"nat\"\n\
+                         [[group.server]]\naddress = \"198.19.0.12\"\nforward = \"dr\"\n";
+
+    #[test]
+    fn groups() {
+        let c = ok(&format!("{PORTS}{GROUP}"));
+        let g = &c.groups[0];
+        assert_eq!(g.name, "web");
+        assert_eq!(g.mark, 1);
+        assert_eq!(
+            g.members,
+            vec![
+                (Protocol::Tcp, sa("198.18.0.100:80")),
+                (Protocol::Tcp, sa("198.18.0.100:443"))
+            ]
+        );
+        assert_eq!(g.scheduler, SchedulerKind::Rr);
+        assert_eq!(g.persistence.unwrap().timeout_secs, 60);
+        // Servers without a port keep the client's port.
+        assert_eq!(g.servers[0].address, sa("198.19.0.11:0"));
+        assert_eq!(g.servers[1].address, sa("198.19.0.12:0"));
+        assert_eq!(g.servers[1].forward, Forward::Dr);
+
+        // Marks: explicit, or the 1-based position; never twice.
+        let two = format!(
+            "{PORTS}{GROUP}{}",
+            GROUP.replace("web", "mail").replace("100:", "101:")
+        );
+        assert_eq!(ok(&two).groups[1].mark, 2);
+        expect_err(
+            &format!("{PORTS}{GROUP}{GROUP}"),
+            22,
+            "group[1].name",
+            "duplicate group name \"web\"",
+        );
+        let clash = format!(
+            "{PORTS}{}{}",
+            GROUP.replace("name = \"web\"", "name = \"web\"\nmark = 2"),
+            GROUP.replace("web", "mail").replace("100:", "101:")
+        );
+        expect_err(
+            &clash,
+            23,
+            "group[1].mark",
+            "mark 2 is already used by another group",
+        );
+
+        expect_err(
+            &format!(
+                "{PORTS}{}",
+                GROUP.replace("tcp:198.18.0.100:443", "sctp:198.18.0.100:443")
+            ),
+            12,
+            "group[0].members[1]",
+            "invalid member \"sctp:198.18.0.100:443\"",
+        );
+        expect_err(
+            &format!(
+                "{PORTS}{}",
+                GROUP.replace("tcp:198.18.0.100:443", "tcp:198.18.0.100:0")
+            ),
+            12,
+            "group[0].members[1]",
+            "a member needs a port",
+        );
+        expect_err(
+            &format!(
+                "{PORTS}{}",
+                GROUP.replace("[\"tcp:198.18.0.100:80\", \"tcp:198.18.0.100:443\"]", "[]")
+            ),
+            12,
+            "group[0].members",
+            "a group needs at least one member",
+        );
+        // A member cannot also be a [[service]] or in another group.
+        expect_err(
+            &format!("{}{GROUP}", service("", "")),
+            18,
+            "group[0].members[0]",
+            "tcp 198.18.0.100:80 is also a [[service]]",
+        );
+        expect_err(
+            &format!("{PORTS}{GROUP}{}", GROUP.replace("web", "mail")),
+            23,
+            "group[1].members[0]",
+            "tcp 198.18.0.100:80 is already a group member (line 12)",
+        );
+        expect_err(
+            &format!(
+                "{PORTS}{}",
+                GROUP.replace(
+                    "scheduler = \"rr\"",
+                    "scheduler = \"rr\"\none_packet = true"
+                )
+            ),
+            14,
+            "group[0].one_packet",
+            "not on groups",
         );
     }
 

@@ -47,6 +47,9 @@ drop_reasons! {
     NeighborTimeout => "neighbor_timeout", "ARP resolution of the next hop failed.";
     NoMbuf => "no_mbuf", "The mbuf pool was empty when a packet had to be built.";
     TxFull => "tx_full", "The TX queue did not accept the packet.";
+    TunnelTooBig => "tunnel_too_big", "Too big for the egress MTU once encapsulated, and DF clear (rvs does not fragment).";
+    TemplateTableFull => "template_table_full", "The persistence template table is full.";
+    NoHeadroom => "no_headroom", "An mbuf had no room in front for the IPIP header.";
 }
 
 /// A counter with a single writer: increments need no atomic
@@ -96,6 +99,15 @@ pub struct WorkerCounters {
     pub arp_requests_sent: Counter,
     /// ARP and ICMP echo replies sent by the director.
     pub replies_sent: Counter,
+    /// Packets forwarded from clients towards real servers.
+    pub forwarded_to_servers: Counter,
+    /// Packets forwarded from real servers back to clients (none for dr and
+    /// tun, whose replies bypass the director).
+    pub forwarded_to_clients: Counter,
+    /// ICMP "fragmentation needed" sent for packets too big to tunnel.
+    pub icmp_frag_needed_sent: Counter,
+    /// Datagrams of one-packet services forwarded without a connection.
+    pub one_packet_scheduled: Counter,
     /// TSC cycles spent in bursts that carried packets.
     pub busy_cycles: Counter,
 }
@@ -110,6 +122,10 @@ impl WorkerCounters {
             conns_live: Counter::default(),
             arp_requests_sent: Counter::default(),
             replies_sent: Counter::default(),
+            forwarded_to_servers: Counter::default(),
+            forwarded_to_clients: Counter::default(),
+            icmp_frag_needed_sent: Counter::default(),
+            one_packet_scheduled: Counter::default(),
             busy_cycles: Counter::default(),
         }
     }

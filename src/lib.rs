@@ -1,6 +1,7 @@
 //! rvs: a layer-4 load balancer (an LVS director) on a DPDK data plane.
 
 pub mod addr;
+pub mod adm;
 pub mod config;
 pub mod conn;
 pub mod counters;
@@ -10,5 +11,6 @@ pub mod pcap;
 pub mod pipeline;
 pub mod sched;
 pub mod snapshot;
+pub mod stats;
 pub mod wire;
 pub mod worker;

@@ -13,7 +13,10 @@ use std::sync::Arc;
 
 use crate::addr::MacAddr;
 use crate::config::Forward;
-use crate::conn::{Conn, ConnId, ConnState, ConnTable, Direction, FlowKey, Millis, TcpFlags};
+use crate::conn::{
+    Conn, ConnId, ConnState, ConnTable, Direction, FlowKey, Millis, PersistTable, TcpFlags,
+    TemplateKey, CONN_F_NO_OUTPUT,
+};
 use crate::counters::{DropReason, WorkerCounters};
 use crate::neigh::{NeighborTable, Resolution};
 use crate::sched::{FlowInfo, Scheduler, ServerLoad};
@@ -21,7 +24,7 @@ use crate::snapshot::{PortIdx, Snapshot};
 use crate::wire::arp::{ArpOperation, ArpPacket, ArpRepr};
 use crate::wire::checksum;
 use crate::wire::ethernet::{EtherType, EthernetFrame, HEADER_LEN as ETH_HEADER_LEN};
-use crate::wire::icmp::{IcmpMessage, IcmpPacket};
+use crate::wire::icmp::{IcmpDstUnreachable, IcmpMessage, IcmpPacket};
 use crate::wire::ipv4::{IpProtocol, Ipv4Packet};
 use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::UdpPacket;
@@ -34,9 +37,25 @@ pub enum Verdict {
         port: PortIdx,
         next_hop: Ipv4Addr,
     },
+    /// To be sent IPIP-encapsulated (tun): make [`IPIP_HEADER_LEN`] bytes of
+    /// room at the front of the frame, call [`encapsulate_ipip`], then send
+    /// it out `port` once `next_hop`'s MAC is known.
+    Encapsulate {
+        port: PortIdx,
+        next_hop: Ipv4Addr,
+        outer_src: Ipv4Addr,
+        outer_dst: Ipv4Addr,
+    },
     /// Turned into a reply in place, link layer included: send it out `port`.
     Reply {
         port: PortIdx,
+    },
+    /// Replaced by a packet the director generated (an ICMP error), `len`
+    /// bytes long: trim the frame to `len`, then treat it as `Forward`.
+    Generated {
+        port: PortIdx,
+        next_hop: Ipv4Addr,
+        len: usize,
     },
     /// Consumed without an answer (e.g. an ARP reply that taught us a MAC).
     Consumed,
@@ -48,6 +67,8 @@ pub enum Verdict {
 pub struct Limits {
     pub connections: usize,
     pub neighbors: usize,
+    /// Persistence templates (one per client address per persistent service).
+    pub templates: usize,
 }
 
 impl Default for Limits {
@@ -55,6 +76,7 @@ impl Default for Limits {
         Limits {
             connections: 1 << 20,
             neighbors: 4096,
+            templates: 1 << 18,
         }
     }
 }
@@ -76,6 +98,8 @@ pub struct DataPlane {
     /// dest_id → (service index, server index) in the current snapshot.
     dest_slots: Vec<(u32, u32)>,
     pub conns: ConnTable,
+    /// Persistence templates of this worker.
+    pub templates: PersistTable,
     pub neighbors: NeighborTable,
     pub counters: Arc<WorkerCounters>,
 }
@@ -101,6 +125,7 @@ impl DataPlane {
             services: Vec::new(),
             dest_slots: Vec::new(),
             conns: ConnTable::with_capacity(limits.connections, hash_seed),
+            templates: PersistTable::with_capacity(limits.templates, hash_seed),
             neighbors: NeighborTable::with_capacity(limits.neighbors),
             counters,
         };
@@ -132,10 +157,35 @@ impl DataPlane {
                     }
                 })
                 .collect();
-            let mut scheduler = svc.scheduler.build();
+            let mut scheduler = svc
+                .scheduler
+                .build_with(svc.sched_flags, svc.maglev.clone());
             scheduler.update(&loads);
             services.push(ServiceState { scheduler, loads });
         }
+        // Templates of services that are gone or whose persistence changed,
+        // and of servers that left their service, go (a removed server's
+        // clients are scheduled afresh).
+        let old = &self.snapshot;
+        self.templates.retain(|key, template| {
+            let Some(new_svc) = snapshot
+                .services
+                .iter()
+                .position(|s| s.id.tag() == key.service)
+            else {
+                return false;
+            };
+            let same_persistence = old
+                .services
+                .iter()
+                .find(|s| s.id.tag() == key.service)
+                .is_some_and(|o| o.persistence == snapshot.services[new_svc].persistence);
+            let (svc, _) = slots
+                .get(template.dest_id as usize)
+                .copied()
+                .unwrap_or(NO_SLOT);
+            same_persistence && svc as usize == new_svc
+        });
         for (ip, mac) in snapshot.ports.iter().enumerate().flat_map(|(i, p)| {
             p.static_neighbors
                 .iter()
@@ -332,7 +382,7 @@ impl DataPlane {
             // The client reuses its port after the old connection closed:
             // schedule afresh, as IPVS's conn_reuse_mode does.
             let old = self.conns.remove(id);
-            self.account(old.dest_id, Some(old.state), None);
+            self.connection_ended(&old);
             self.counters.conns_live.add(1u64.wrapping_neg()); // −1 on a wrapping counter
         }
         // A reply from a real server.
@@ -344,10 +394,30 @@ impl DataPlane {
             if l4.protocol == 6 && !is_new_tcp(l4.flags) {
                 return Verdict::Drop(DropReason::NoConnection);
             }
-            return match self.schedule(svc, &key, now) {
+            let conn = match self.schedule(svc, &key, now) {
+                Ok(conn) => conn,
+                Err(reason) => return Verdict::Drop(reason),
+            };
+            if self.snapshot.services[svc].one_packet {
+                self.counters.one_packet_scheduled.inc();
+                return self.emit(frame, l4_start, &conn, Direction::FromClient);
+            }
+            return match self.insert(conn, l4, now) {
                 Ok(id) => self.forward(frame, l4_start, id, l4, Direction::FromClient, now),
                 Err(reason) => Verdict::Drop(reason),
             };
+        }
+        // A reply of a one-packet NAT service (it has no connection).
+        if let Some((vip, vport)) = self
+            .snapshot
+            .one_packet_reply(l4.protocol, ip_src, l4.src_port)
+        {
+            let Some((port, next_hop)) = self.snapshot.route(ip_dst) else {
+                return Verdict::Drop(DropReason::NoRoute);
+            };
+            rewrite_source(frame, l4_start, l4.protocol, vip, vport);
+            self.counters.forwarded_to_clients.inc();
+            return Verdict::Forward { port, next_hop };
         }
         if local.is_some() {
             return Verdict::Drop(if local.is_some_and(|l| l.is_vip) {
@@ -359,32 +429,64 @@ impl DataPlane {
         Verdict::Drop(DropReason::NoService)
     }
 
-    /// Picks a server for a new flow and records the connection.
-    fn schedule(&mut self, svc: usize, key: &FlowKey, now: Millis) -> Result<ConnId, DropReason> {
+    /// Picks a server for a new flow (through the client's persistence
+    /// template when the service has one) and describes the connection;
+    /// it is not in the table yet.
+    fn schedule(&mut self, svc: usize, key: &FlowKey, now: Millis) -> Result<Conn, DropReason> {
         let snapshot = &self.snapshot;
         let service = &snapshot.services[svc];
-        let state = &mut self.services[svc];
-        let flow = FlowInfo {
-            protocol: key.protocol,
-            client_addr: key.src_addr,
-            client_port: key.src_port,
-            virtual_addr: key.dst_addr,
-            virtual_port: key.dst_port,
-            now,
+        let template_key = service.persistence.map(|p| TemplateKey {
+            service: service.id.tag(),
+            client: p.client_key(key.src_addr),
+        });
+        let remembered = template_key
+            .and_then(|k| self.templates.get(&k))
+            .and_then(|t| match self.slot(t.dest_id) {
+                // A server of weight 0 keeps its persistent clients, as in IPVS.
+                Some((s, r)) if s == svc => Some(r),
+                _ => None,
+            });
+        let pick = match remembered {
+            Some(r) => r,
+            None => {
+                let state = &mut self.services[svc];
+                let flow = FlowInfo {
+                    protocol: key.protocol,
+                    client_addr: key.src_addr,
+                    client_port: key.src_port,
+                    virtual_addr: key.dst_addr,
+                    virtual_port: key.dst_port,
+                    now,
+                };
+                state
+                    .scheduler
+                    .pick(&state.loads, &flow)
+                    .ok_or(DropReason::NoServer)?
+            }
         };
-        let pick = state
-            .scheduler
-            .pick(&state.loads, &flow)
-            .ok_or(DropReason::NoServer)?;
         let server = service.servers.get(pick).ok_or(DropReason::NoServer)?;
-        let conn = Conn {
+        let mut flags = forward_flag(server.forward);
+        if let (Some(k), Some(p)) = (template_key, service.persistence) {
+            if !service.one_packet {
+                self.templates
+                    .on_new_connection(&k, server.dest_id, now, p.timeout)
+                    .map_err(|_| DropReason::TemplateTableFull)?;
+                flags |= CONN_F_PERSISTENT;
+            }
+        }
+        Ok(Conn {
             protocol: key.protocol,
             client_addr: key.src_addr,
             client_port: key.src_port,
             virtual_addr: key.dst_addr,
             virtual_port: key.dst_port,
             real_addr: server.addr,
-            real_port: server.port,
+            // Port 0: the server listens on the port the client asked for.
+            real_port: if server.port == 0 {
+                key.dst_port
+            } else {
+                server.port
+            },
             dest_id: server.dest_id,
             state: if key.protocol == 6 {
                 ConnState::None
@@ -392,18 +494,51 @@ impl DataPlane {
                 ConnState::Udp
             },
             expires_at: now,
-            flags: forward_flag(server.forward),
-        };
-        let id = self.conns.insert(conn).map_err(|_| DropReason::TableFull)?;
-        self.account(server.dest_id, None, Some(conn.state));
-        self.counters.conns_created.inc();
-        self.counters.conns_live.inc();
-        Ok(id)
+            flags,
+        })
     }
 
-    /// Advances the connection's state for a packet in direction `dir` and
-    /// rewrites it: towards the real server (DNAT) or back to the client
-    /// from the VIP (SNAT).
+    /// Records a scheduled connection.
+    fn insert(&mut self, conn: Conn, _l4: L4Info, _now: Millis) -> Result<ConnId, DropReason> {
+        match self.conns.insert(conn) {
+            Ok(id) => {
+                self.account(conn.dest_id, None, Some(conn.state));
+                self.counters.conns_created.inc();
+                self.counters.conns_live.inc();
+                Ok(id)
+            }
+            Err(_) => {
+                self.release_template(&conn);
+                Err(DropReason::TableFull)
+            }
+        }
+    }
+
+    /// Bookkeeping for a connection that left the table: its server's
+    /// counts and its persistence template.
+    fn connection_ended(&mut self, conn: &Conn) {
+        self.account(conn.dest_id, Some(conn.state), None);
+        self.release_template(conn);
+    }
+
+    /// The connection no longer holds its persistence template open.
+    fn release_template(&mut self, conn: &Conn) {
+        if conn.flags & CONN_F_PERSISTENT == 0 {
+            return;
+        }
+        let slot = self.slot(conn.dest_id);
+        if let Some(service) = slot.and_then(|(s, _)| self.snapshot.services.get(s)) {
+            if let Some(p) = service.persistence {
+                self.templates.on_connection_end(&TemplateKey {
+                    service: service.id.tag(),
+                    client: p.client_key(conn.client_addr),
+                });
+            }
+        }
+    }
+
+    /// Advances the connection's state for a packet in direction `dir`, then
+    /// rewrites the packet for the connection's forwarding method.
     fn forward(
         &mut self,
         frame: &mut [u8],
@@ -420,6 +555,18 @@ impl DataPlane {
         if old != new {
             self.account(conn.dest_id, Some(old), Some(new));
         }
+        self.emit(frame, l4_start, &conn, dir)
+    }
+
+    /// Rewrites a packet of `conn` travelling in direction `dir`:
+    ///
+    /// | method | client → server              | server → client (seen only for nat) |
+    /// |--------|------------------------------|-------------------------------------|
+    /// | nat    | DNAT to the server, TTL − 1  | SNAT from the VIP, TTL − 1          |
+    /// | dr     | untouched; MAC of the server | routed, TTL − 1                      |
+    /// | tun    | IPIP to the server           | routed, TTL − 1                      |
+    fn emit(&mut self, frame: &mut [u8], l4_start: usize, conn: &Conn, dir: Direction) -> Verdict {
+        let method = conn_forward(conn.flags);
         let towards = match dir {
             Direction::FromClient => conn.real_addr,
             Direction::FromServer => conn.client_addr,
@@ -427,19 +574,81 @@ impl DataPlane {
         let Some((port, next_hop)) = self.snapshot.route(towards) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        match dir {
-            Direction::FromClient => {
-                rewrite_destination(frame, l4_start, l4.protocol, conn.real_addr, conn.real_port)
-            }
-            Direction::FromServer => rewrite_source(
+        match (dir, method) {
+            (Direction::FromClient, Forward::Nat) => rewrite_destination(
                 frame,
                 l4_start,
-                l4.protocol,
+                conn.protocol,
+                conn.real_addr,
+                conn.real_port,
+            ),
+            (Direction::FromServer, Forward::Nat) => rewrite_source(
+                frame,
+                l4_start,
+                conn.protocol,
                 conn.virtual_addr,
                 conn.virtual_port,
             ),
+            // The server owns the VIP: only the link layer changes (in
+            // write_l2, after resolution). LVS leaves even the TTL alone.
+            (Direction::FromClient, Forward::Dr) => {}
+            (Direction::FromClient, Forward::Tun) => {
+                return self.tunnel(frame, port, next_hop, conn.real_addr)
+            }
+            // A dr/tun server that routes its replies through the director.
+            (Direction::FromServer, _) => decrement_ttl(frame),
+        }
+        match dir {
+            Direction::FromClient => self.counters.forwarded_to_servers.inc(),
+            Direction::FromServer => self.counters.forwarded_to_clients.inc(),
         }
         Verdict::Forward { port, next_hop }
+    }
+
+    /// IPIP towards `server` out of `port`, or ICMP "fragmentation needed"
+    /// back to the client when the encapsulated packet would not fit the
+    /// port's MTU and the client forbade fragmentation (IPVS does the same).
+    fn tunnel(
+        &mut self,
+        frame: &mut [u8],
+        port: PortIdx,
+        next_hop: Ipv4Addr,
+        server: Ipv4Addr,
+    ) -> Verdict {
+        let plan = &self.snapshot.ports[port];
+        let (total_len, dont_frag, client) = {
+            let ip = Ipv4Packet::new_unchecked(&frame[ETH_HEADER_LEN..]);
+            (ip.total_len(), ip.dont_frag(), ip.src_addr())
+        };
+        let mtu = plan.mtu;
+        if usize::from(total_len) + IPIP_HEADER_LEN > usize::from(mtu) {
+            if !dont_frag {
+                return Verdict::Drop(DropReason::TunnelTooBig);
+            }
+            let Some((back_port, back_hop)) = self.snapshot.route(client) else {
+                return Verdict::Drop(DropReason::NoRoute);
+            };
+            let Some(source) = self.snapshot.ports[back_port].source_for(client) else {
+                return Verdict::Drop(DropReason::NoRoute);
+            };
+            let len = write_frag_needed(frame, source, mtu - IPIP_HEADER_LEN as u16);
+            self.counters.icmp_frag_needed_sent.inc();
+            return Verdict::Generated {
+                port: back_port,
+                next_hop: back_hop,
+                len,
+            };
+        }
+        let Some(outer_src) = plan.source_for(server) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        self.counters.forwarded_to_servers.inc();
+        Verdict::Encapsulate {
+            port,
+            next_hop,
+            outer_src,
+            outer_dst: server,
+        }
     }
 
     /// Answers an ICMP echo request to a director address or VIP in place.
@@ -524,7 +733,7 @@ impl DataPlane {
 
     /// Slow path: removes up to `budget` expired connections.
     pub fn expire(&mut self, now: Millis, budget: usize) -> usize {
-        let mut gone: [(u32, ConnState); 64] = [(0, ConnState::None); 64];
+        let mut gone: [Conn; 64] = [Conn::EMPTY; 64];
         let mut removed = 0;
         let mut left = budget;
         while left > 0 {
@@ -532,12 +741,12 @@ impl DataPlane {
             let mut n = 0;
             self.conns.expire(now, step, |c| {
                 if n < 64 {
-                    gone[n] = (c.dest_id, c.state);
+                    gone[n] = *c;
                     n += 1;
                 }
             });
-            for &(dest_id, state) in &gone[..n] {
-                self.account(dest_id, Some(state), None);
+            for c in &gone[..n] {
+                self.connection_ended(c);
             }
             removed += n;
             left -= step;
@@ -546,9 +755,18 @@ impl DataPlane {
         self.counters
             .conns_live
             .add((removed as u64).wrapping_neg());
+        self.templates.expire(now, budget);
         removed
     }
 }
+
+/// Bit of [`Conn::flags`]: the connection was scheduled through a
+/// persistence template (which counts it). Bits 0–1 hold the method.
+const CONN_F_PERSISTENT: u8 = 1 << 2;
+const CONN_F_METHOD: u8 = 0b11;
+
+/// Bytes an IPIP outer header adds.
+pub const IPIP_HEADER_LEN: usize = 20;
 
 /// A TCP segment that may open a connection: SYN alone.
 #[inline]
@@ -556,11 +774,22 @@ fn is_new_tcp(f: TcpFlags) -> bool {
     f.syn && !f.ack && !f.rst && !f.fin
 }
 
+/// The method bits of a new connection's flags; dr and tun also start
+/// with [`CONN_F_NO_OUTPUT`] (the director does not see their replies).
 fn forward_flag(forward: Forward) -> u8 {
     match forward {
         Forward::Nat => 0,
-        Forward::Dr => 1,
-        Forward::Tun => 2,
+        Forward::Dr => 1 | CONN_F_NO_OUTPUT,
+        Forward::Tun => 2 | CONN_F_NO_OUTPUT,
+    }
+}
+
+#[inline]
+fn conn_forward(flags: u8) -> Forward {
+    match flags & CONN_F_METHOD {
+        1 => Forward::Dr,
+        2 => Forward::Tun,
+        _ => Forward::Nat,
     }
 }
 
@@ -673,6 +902,92 @@ fn rewrite_l4(
         udp.set_dst_port(new.1);
         udp.set_checksum(sum);
     }
+}
+
+/// TTL − 1 with the header checksum updated (routing a packet unchanged).
+fn decrement_ttl(frame: &mut [u8]) {
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_HEADER_LEN..]);
+    let ttl = ip.ttl();
+    let proto = u8::from(ip.protocol());
+    ip.set_ttl(ttl - 1);
+    let sum = checksum::update_u16(
+        ip.checksum(),
+        u16::from_be_bytes([ttl, proto]),
+        u16::from_be_bytes([ttl - 1, proto]),
+    );
+    ip.set_checksum(sum);
+}
+
+/// Turns a frame holding [`IPIP_HEADER_LEN`] bytes of fresh room followed by
+/// the original Ethernet frame into the IPIP frame: the Ethernet header
+/// moves to the front and an outer IPv4 header (protocol 4) follows it,
+/// copying TOS, ident, DF and TTL from the inner header, as IPVS does. The
+/// inner packet is untouched.
+pub fn encapsulate_ipip(frame: &mut [u8], outer_src: Ipv4Addr, outer_dst: Ipv4Addr) {
+    frame.copy_within(IPIP_HEADER_LEN..IPIP_HEADER_LEN + ETH_HEADER_LEN, 0);
+    let (outer, inner) = frame[ETH_HEADER_LEN..].split_at_mut(IPIP_HEADER_LEN);
+    let inner = Ipv4Packet::new_unchecked(&*inner);
+    let mut ip = Ipv4Packet::new_unchecked(outer);
+    ip.set_version(4);
+    ip.set_header_len(IPIP_HEADER_LEN as u8);
+    ip.set_dscp(inner.dscp());
+    ip.set_ecn(inner.ecn());
+    ip.set_total_len(inner.total_len() + IPIP_HEADER_LEN as u16);
+    ip.set_ident(inner.ident());
+    ip.clear_flags();
+    ip.set_dont_frag(inner.dont_frag());
+    ip.set_ttl(inner.ttl());
+    ip.set_protocol(IpProtocol::IpIp);
+    ip.set_src_addr(outer_src);
+    ip.set_dst_addr(outer_dst);
+    ip.fill_checksum();
+}
+
+/// Largest ICMP error (IP header included), as RFC 1812 4.3.2.3 allows.
+const ICMP_ERROR_MAX: usize = 576;
+
+/// Rewrites a too-big frame in place into an ICMP "fragmentation needed"
+/// (type 3, code 4, RFC 1191) from `source` to the packet's sender,
+/// quoting as much of the original packet as fits in 576 bytes. The link
+/// layer is left for [`write_l2`]. Returns the new frame length.
+fn write_frag_needed(frame: &mut [u8], source: Ipv4Addr, next_hop_mtu: u16) -> usize {
+    const ICMP_HEADER: usize = 8;
+    const NEW_HEADERS: usize = 20 + ICMP_HEADER;
+    let (sender, original_len) = {
+        let ip = Ipv4Packet::new_unchecked(&frame[ETH_HEADER_LEN..]);
+        (ip.src_addr(), usize::from(ip.total_len()))
+    };
+    let quote = original_len
+        .min(ICMP_ERROR_MAX - NEW_HEADERS)
+        .min(frame.len() - ETH_HEADER_LEN - NEW_HEADERS);
+    frame.copy_within(
+        ETH_HEADER_LEN..ETH_HEADER_LEN + quote,
+        ETH_HEADER_LEN + NEW_HEADERS,
+    );
+    let len = ETH_HEADER_LEN + NEW_HEADERS + quote;
+    let packet = &mut frame[ETH_HEADER_LEN..len];
+    {
+        let mut icmp = IcmpPacket::new_unchecked(&mut packet[20..]);
+        icmp.set_msg_type(IcmpMessage::DstUnreachable);
+        icmp.set_msg_code(IcmpDstUnreachable::FragRequired.into());
+        icmp.set_next_hop_mtu(next_hop_mtu);
+        icmp.fill_checksum();
+    }
+    let mut ip = Ipv4Packet::new_unchecked(packet);
+    ip.set_version(4);
+    ip.set_header_len(20);
+    // Precedence "internetwork control", as Linux sends ICMP errors.
+    ip.set_dscp(0x30);
+    ip.set_ecn(0);
+    ip.set_total_len((NEW_HEADERS + quote) as u16);
+    ip.set_ident(0);
+    ip.clear_flags();
+    ip.set_ttl(64);
+    ip.set_protocol(IpProtocol::Icmp);
+    ip.set_src_addr(source);
+    ip.set_dst_addr(sender);
+    ip.fill_checksum();
+    len
 }
 
 /// Fills in the link layer of a forwarded frame.

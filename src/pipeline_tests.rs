@@ -134,6 +134,7 @@ fn plane(text: &str) -> DataPlane {
         Limits {
             connections: 1024,
             neighbors: 64,
+            templates: 256,
         },
     )
 }
@@ -148,6 +149,7 @@ fn base() -> DataPlane {
         Limits {
             connections: 1024,
             neighbors: 64,
+            templates: 256,
         },
         7,
         Arc::new(WorkerCounters::new(ports)),
@@ -1673,6 +1675,7 @@ fn full_connection_table_drops_new_flows() {
         Limits {
             connections: 2,
             neighbors: 4,
+            templates: 256,
         },
     );
     for sport in [1, 2] {
@@ -1783,6 +1786,10 @@ proptest! {
                 if frame[12..14] == [0x08, 0x00] {
                     assert_checksums(&frame);
                 }
+            }
+            // The base configuration has no tun server.
+            v @ (Verdict::Encapsulate { .. } | Verdict::Generated { .. }) => {
+                prop_assert!(false, "unexpected {:?}", v);
             }
         }
     }
@@ -2110,4 +2117,401 @@ fn reloading_without_a_server_keeps_the_other_servers_loads() {
     dp.expire(10_000_000, 1 << 16);
     assert_eq!(loads(&dp, SVC_TCP), [load(0, 0)]);
     assert_eq!(loads(&dp, SVC_UDP), [load(0, 0), load(0, 0)]);
+}
+
+// ---------------------------------------------------------------------------
+// Forwarding methods: dr, tun (and nat) in one service
+// ---------------------------------------------------------------------------
+
+/// rr over RS1 (nat, port 8080), RS2 (dr) and RS3 (tun) on VIP:80; the
+/// LAN's MTU is 1200.
+fn mixed() -> String {
+    let ports = PORTS.replacen(
+        "addresses = [\"198.19.0.1/24\"]\n",
+        "addresses = [\"198.19.0.1/24\"]\nmtu = 1200\n",
+        1,
+    );
+    format!(
+        "{ports}[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\nscheduler = \"rr\"\n\
+         [[service.server]]\naddress = \"{RS1}:{RS_PORT}\"\nforward = \"nat\"\n\
+         [[service.server]]\naddress = \"{RS2}\"\nforward = \"dr\"\n\
+         [[service.server]]\naddress = \"{RS3}:80\"\nforward = \"tun\"\n"
+    )
+}
+
+/// What [`Verdict::Encapsulate`] asks the worker to do, on a `Vec`.
+fn encapsulated(frame: &[u8], outer_src: Ipv4Addr, outer_dst: Ipv4Addr) -> Vec<u8> {
+    let mut out = vec![0u8; super::IPIP_HEADER_LEN];
+    out.extend_from_slice(frame);
+    super::encapsulate_ipip(&mut out, outer_src, outer_dst);
+    out
+}
+
+#[test]
+fn one_service_mixes_nat_dr_and_tun() {
+    let mut dp = plane(&mixed());
+    let syn = |sport| Pkt::from_client(sport, SYN);
+
+    // nat: addresses rewritten, TTL − 1.
+    let (v, out) = run(&mut dp, syn(40000).tcp(), WAN, 0);
+    assert_eq!(v, forward(LAN, RS1));
+    assert_frame(&out, &syn(40000).to_server(RS1, RS_PORT).tcp());
+
+    // dr: the IP packet is untouched (TTL too); only the link layer will
+    // change, towards RS2 itself.
+    let (v, out) = run(&mut dp, syn(40001).tcp(), WAN, 0);
+    assert_eq!(v, forward(LAN, RS2));
+    assert_eq!(out, syn(40001).tcp());
+
+    // tun: the packet is untouched and encapsulated from the LAN address.
+    let (v, out) = run(&mut dp, syn(40002).tcp(), WAN, 0);
+    assert_eq!(
+        v,
+        Verdict::Encapsulate {
+            port: LAN,
+            next_hop: RS3,
+            outer_src: LAN_IP,
+            outer_dst: RS3,
+        }
+    );
+    assert_eq!(out, syn(40002).tcp());
+    let inner = &out[14..];
+    let expected = crate::wire::build_ipv4_frame(
+        &syn(40002).eth(),
+        &Ipv4Repr {
+            src_addr: LAN_IP,
+            dst_addr: RS3,
+            protocol: IpProtocol::IpIp,
+            payload_len: inner.len(),
+            ttl: 64,
+            ident: 0x4242,
+            dont_frag: true,
+        },
+        |payload| payload.copy_from_slice(inner),
+    );
+    let got = encapsulated(&out, LAN_IP, RS3);
+    assert_eq!(got, expected, "outer header byte for byte");
+    assert!(Ipv4Packet::new_checked(&got[14..])
+        .unwrap()
+        .verify_checksum());
+    assert_eq!(dp.conns.len(), 3);
+}
+
+#[test]
+fn dr_and_tun_connections_track_state_from_client_packets_alone() {
+    let mut dp = plane(&mixed());
+    run(&mut dp, Pkt::from_client(40000, SYN).tcp(), WAN, 0); // nat → RS1
+    run(&mut dp, Pkt::from_client(40001, SYN).tcp(), WAN, 0); // dr → RS2
+    run(&mut dp, Pkt::from_client(40002, SYN).tcp(), WAN, 0); // tun → RS3
+                                                              // The replies of RS2 and RS3 bypass the director: the client's ACK
+                                                              // alone establishes their connections (IPVS's input-only table).
+    for sport in [40001, 40002] {
+        run(&mut dp, Pkt::from_client(sport, ACK).tcp(), WAN, 10);
+        assert_eq!(
+            state_of(&dp, &client_key(sport)),
+            Some(ConnState::Established)
+        );
+    }
+    assert_eq!(loads(&dp, 0), [load(0, 1), load(1, 0), load(1, 0)]);
+    // The nat connection still waits for its SYN-ACK.
+    assert_eq!(state_of(&dp, &client_key(40000)), Some(ConnState::SynRecv));
+}
+
+#[test]
+fn dr_reply_routed_through_the_director_is_only_routed() {
+    let mut dp = plane(&mixed());
+    run(&mut dp, Pkt::from_client(40001, SYN).tcp(), WAN, 0); // nat → RS1
+    run(&mut dp, Pkt::from_client(40002, SYN).tcp(), WAN, 0); // dr → RS2
+    let reply = Pkt {
+        sport: 80,
+        ..Pkt::from_server(RS2, 40002, SYN | ACK)
+    };
+    let (v, out) = run(&mut dp, reply.tcp(), LAN, 1);
+    assert_eq!(v, forward(WAN, CLIENT));
+    let routed = Pkt {
+        ttl: reply.ttl - 1,
+        ..reply
+    };
+    assert_frame(&out, &routed.tcp());
+}
+
+#[test]
+fn too_big_for_the_tunnel_with_df_gets_icmp_fragmentation_needed() {
+    let mut dp = plane(&mixed());
+    for sport in [40000, 40001, 40002] {
+        run(&mut dp, Pkt::from_client(sport, SYN).tcp(), WAN, 0);
+    }
+    // 1181 bytes fit the LAN's 1200 unencapsulated, not with 20 more.
+    static BIG: [u8; 1141] = [0x5a; 1141];
+    let data = Pkt {
+        payload: &BIG,
+        ..Pkt::from_client(40002, ACK | PSH)
+    };
+    let input = data.tcp();
+    assert_eq!(input.len() - 14, 1181);
+    let (v, out) = run(&mut dp, input.clone(), WAN, 1);
+    let quote = &input[14..14 + 548];
+    let mut expected = build_icmp_frame(
+        &EthernetRepr {
+            src_addr: CLIENT_MAC,
+            dst_addr: WAN_MAC,
+            ethertype: EtherType::Ipv4,
+        },
+        &Ipv4Repr {
+            src_addr: WAN_IP,
+            dst_addr: CLIENT,
+            ttl: 64,
+            ident: 0,
+            dont_frag: false,
+            ..Ipv4Repr::default()
+        },
+        &IcmpRepr::DstUnreachable {
+            reason: crate::wire::icmp::IcmpDstUnreachable::FragRequired,
+            next_hop_mtu: 1180,
+            data: quote,
+        },
+    );
+    expected[15] = 0xc0; // TOS: internetwork control, as Linux's ICMP errors
+    refill_ip_checksum(&mut expected);
+    assert_eq!(
+        v,
+        Verdict::Generated {
+            port: WAN,
+            next_hop: CLIENT,
+            len: expected.len()
+        }
+    );
+    assert_eq!(expected.len(), 14 + 576);
+    assert_frame(&out[..expected.len()], &expected);
+    assert_eq!(dp.counters.icmp_frag_needed_sent.get(), 1);
+
+    // Without DF rvs does not fragment: counted and dropped.
+    let mut no_df = input;
+    no_df[14 + 6] &= !0x40;
+    refill_ip_checksum(&mut no_df);
+    let (v, _) = run(&mut dp, no_df, WAN, 2);
+    assert_eq!(v, drop_(DropReason::TunnelTooBig));
+    // A packet that fits is encapsulated.
+    let (v, _) = run(&mut dp, Pkt::from_client(40002, ACK).tcp(), WAN, 3);
+    assert!(matches!(v, Verdict::Encapsulate { .. }), "{v:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Persistence, port-0 services, groups, one-packet scheduling
+// ---------------------------------------------------------------------------
+
+const CLIENT_B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+
+/// rr over RS1 and RS2 (nat :8080) on VIP:80 with `persistence`.
+fn persistent(persistence: &str) -> String {
+    service_config("rr", &[1, 1]).replace(
+        "scheduler = \"rr\"\n",
+        &format!("scheduler = \"rr\"\npersistence = {persistence}\n"),
+    )
+}
+
+/// The real server a SYN from `client:sport` to VIP:`dport` is sent to.
+fn syn_goes_to(
+    dp: &mut DataPlane,
+    client: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    now: Millis,
+) -> (Ipv4Addr, u16) {
+    let syn = Pkt {
+        src: client,
+        dport,
+        ..Pkt::from_client(sport, SYN)
+    };
+    let (v, out) = run(dp, syn.tcp(), WAN, now);
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    let ip = Ipv4Packet::new_checked(&out[14..]).unwrap();
+    let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+    (ip.dst_addr(), tcp.dst_port())
+}
+
+#[test]
+fn persistence_sends_a_client_to_one_server() {
+    let mut dp = plane(&persistent("{ timeout = 10 }"));
+    for sport in 40000..40030 {
+        assert_eq!(syn_goes_to(&mut dp, CLIENT, sport, 80, 0), (RS1, RS_PORT));
+    }
+    // rr continues for a new client: the next server.
+    for sport in 40000..40005 {
+        assert_eq!(syn_goes_to(&mut dp, CLIENT_B, sport, 80, 0), (RS2, RS_PORT));
+    }
+    assert_eq!(dp.templates.len(), 2);
+    let t = dp
+        .templates
+        .iter()
+        .find(|(k, _)| k.client == CLIENT)
+        .unwrap()
+        .1;
+    assert_eq!((t.controlled, t.expires_at), (30, 10_000));
+}
+
+#[test]
+fn persistence_netmask_groups_clients() {
+    let mut dp = plane(&persistent("{ netmask = \"255.255.255.0\" }"));
+    for (i, last) in [2u8, 3, 4, 5].into_iter().enumerate() {
+        let client = Ipv4Addr::new(198, 18, 0, last);
+        assert_eq!(syn_goes_to(&mut dp, client, 40000 + i as u16, 80, 0).0, RS1);
+    }
+    assert_eq!(dp.templates.len(), 1);
+    // With /32 the same four clients alternate.
+    let mut dp = plane(&persistent("{}"));
+    let got: Vec<Ipv4Addr> = [2u8, 3, 4, 5]
+        .into_iter()
+        .map(|last| syn_goes_to(&mut dp, Ipv4Addr::new(198, 18, 0, last), 40000, 80, 0).0)
+        .collect();
+    assert_eq!(got, [RS1, RS2, RS1, RS2]);
+}
+
+#[test]
+fn template_lives_while_it_has_connections_then_expires() {
+    let mut dp = plane(&persistent("{ timeout = 1 }"));
+    assert_eq!(syn_goes_to(&mut dp, CLIENT, 40000, 80, 0).0, RS1);
+    // 5 s later: the template's second is up, but its connection (SYN_RECV,
+    // 60 s) lives, so the template was re-armed and still holds.
+    dp.expire(5_000, 1 << 16);
+    assert_eq!(dp.templates.len(), 1);
+    assert_eq!(syn_goes_to(&mut dp, CLIENT, 40001, 80, 5_000).0, RS1);
+    // The client completes and then resets both connections; they close
+    // (CLOSE lasts 10 s) and go. (IPVS ignores an RST in SYN_RECV.)
+    for sport in [40000, 40001] {
+        run(&mut dp, Pkt::from_client(sport, ACK).tcp(), WAN, 6_000);
+        run(
+            &mut dp,
+            Pkt::from_client(sport, RST | ACK).tcp(),
+            WAN,
+            6_000,
+        );
+        assert_eq!(state_of(&dp, &client_key(sport)), Some(ConnState::Close));
+    }
+    dp.expire(16_000, 1 << 16);
+    assert_eq!(dp.conns.len(), 0);
+    // The template, now idle, expires at the next sweep after its time.
+    dp.expire(20_000, 1 << 16);
+    assert_eq!(dp.templates.len(), 0);
+    // Scheduled anew: rr's next server.
+    assert_eq!(syn_goes_to(&mut dp, CLIENT, 40002, 80, 20_000).0, RS2);
+}
+
+#[test]
+fn quiesced_server_keeps_its_persistent_clients_removed_server_does_not() {
+    let text = persistent("{ timeout = 300 }");
+    let mut dp = plane(&text);
+    assert_eq!(syn_goes_to(&mut dp, CLIENT, 40000, 80, 0).0, RS1);
+    let reload = |dp: &mut DataPlane, text: &str| {
+        let config = crate::config::parse(text, "test.toml").unwrap();
+        let next = dp.snapshot().compile_next(&config, &[WAN_MAC, LAN_MAC]);
+        dp.apply_snapshot(Arc::new(next));
+    };
+    // Weight 0: no new clients, but this one stays (as in IPVS).
+    let quiesced = text.replacen("weight = 1", "weight = 0", 1);
+    reload(&mut dp, &quiesced);
+    assert_eq!(syn_goes_to(&mut dp, CLIENT, 40001, 80, 1).0, RS1);
+    assert_eq!(syn_goes_to(&mut dp, CLIENT_B, 40001, 80, 1).0, RS2);
+    // RS1 removed: its template goes, the client is scheduled anew.
+    let removed = text.replacen(
+        "[[service.server]]\naddress = \"198.19.0.11:8080\"\nforward = \"nat\"\nweight = 1\n",
+        "",
+        1,
+    );
+    assert_ne!(removed, text);
+    reload(&mut dp, &removed);
+    assert_eq!(dp.templates.len(), 1, "only CLIENT_B's template is left");
+    assert_eq!(syn_goes_to(&mut dp, CLIENT, 40002, 80, 2).0, RS2);
+}
+
+#[test]
+fn port_zero_service_persists_a_client_across_ports() {
+    let text = format!(
+        "{PORTS}[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:0\"\nscheduler = \"rr\"\n\
+         persistence = {{ timeout = 60 }}\n\
+         [[service.server]]\naddress = \"{RS1}\"\nforward = \"nat\"\n\
+         [[service.server]]\naddress = \"{RS2}\"\nforward = \"nat\"\n"
+    );
+    let mut dp = plane(&text);
+    // The server port follows the port the client asked for.
+    assert_eq!(syn_goes_to(&mut dp, CLIENT, 40000, 80, 0), (RS1, 80));
+    assert_eq!(syn_goes_to(&mut dp, CLIENT, 40001, 443, 0), (RS1, 443));
+    assert_eq!(syn_goes_to(&mut dp, CLIENT, 40002, 8443, 0), (RS1, 8443));
+    assert_eq!(syn_goes_to(&mut dp, CLIENT_B, 40000, 22, 0), (RS2, 22));
+    // The reply is translated back to the port the client used.
+    let reply = Pkt {
+        sport: 443,
+        ..Pkt::from_server(RS1, 40001, SYN | ACK)
+    };
+    let (v, out) = run(&mut dp, reply.tcp(), LAN, 1);
+    assert_eq!(v, forward(WAN, CLIENT));
+    assert_frame(&out, &reply.as_vip(VIP, 443).tcp());
+}
+
+#[test]
+fn group_schedules_and_persists_its_members_as_one_service() {
+    let text = format!(
+        "{PORTS}[[group]]\nname = \"web\"\nmembers = [\"tcp:{VIP}:80\", \"tcp:{VIP}:443\"]\n\
+         scheduler = \"rr\"\npersistence = {{ timeout = 60 }}\n\
+         [[group.server]]\naddress = \"{RS1}\"\nforward = \"nat\"\n\
+         [[group.server]]\naddress = \"{RS2}\"\nforward = \"nat\"\n"
+    );
+    let mut dp = plane(&text);
+    for i in 0..20u8 {
+        let client = Ipv4Addr::new(198, 18, 0, 10 + i);
+        let http = syn_goes_to(&mut dp, client, 40000, 80, 0);
+        let https = syn_goes_to(&mut dp, client, 40001, 443, 0);
+        assert_eq!(http.0, https.0, "client {client}");
+        assert_eq!((http.1, https.1), (80, 443));
+        // rr over the clients: alternate servers.
+        assert_eq!(http.0, if i % 2 == 0 { RS1 } else { RS2 });
+    }
+    // Other ports of the VIP are not members.
+    let (v, _) = run(
+        &mut dp,
+        Pkt {
+            dport: 8080,
+            ..Pkt::from_client(1, SYN)
+        }
+        .tcp(),
+        WAN,
+        0,
+    );
+    assert_eq!(v, drop_(DropReason::NoService));
+}
+
+#[test]
+fn one_packet_schedules_every_datagram_without_a_connection() {
+    let text = BASE.replacen(
+        "address = \"198.18.0.100:53\"\nscheduler = \"rr\"\n",
+        "address = \"198.18.0.100:53\"\nscheduler = \"rr\"\none_packet = true\n",
+        1,
+    );
+    assert_ne!(text, BASE);
+    let mut dp = plane(&text);
+    let query = Pkt {
+        dport: 53,
+        ..Pkt::from_client(53000, 0)
+    };
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let (v, out) = run(&mut dp, query.udp(), WAN, 0);
+        let Verdict::Forward { next_hop, .. } = v else {
+            panic!("{v:?}")
+        };
+        got.push(next_hop);
+        assert_frame(&out, &query.to_server(next_hop, DNS_RS_PORT).udp());
+    }
+    assert_eq!(got, [RS1, RS2, RS1, RS2, RS1, RS2]);
+    assert_eq!(dp.conns.len(), 0);
+    assert_eq!(loads(&dp, SVC_UDP), [load(0, 0), load(0, 0)]);
+    assert_eq!(dp.counters.one_packet_scheduled.get(), 6);
+    // The answer, with no connection to find, is still translated back.
+    let answer = Pkt {
+        sport: DNS_RS_PORT,
+        ..Pkt::from_server(RS2, 53000, 0)
+    };
+    let (v, out) = run(&mut dp, answer.udp(), LAN, 1);
+    assert_eq!(v, forward(WAN, CLIENT));
+    assert_frame(&out, &answer.as_vip(VIP, 53).udp());
 }

@@ -4,11 +4,13 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use crate::addr::{Ipv4Cidr, MacAddr};
-use crate::config::{Config, Forward, Protocol};
-use crate::conn::Timeouts;
-use crate::sched::SchedulerKind;
+use crate::config::{Config, Forward, Persistence, Protocol, ServerConfig};
+use crate::conn::{Millis, Timeouts};
+use crate::sched::maglev::{MaglevTable, ServerIdentity};
+use crate::sched::{HashFlags, SchedulerKind};
 
 /// Index of a port in [`Snapshot::ports`] (and in the worker's queues).
 pub type PortIdx = usize;
@@ -20,6 +22,7 @@ pub struct PortPlan {
     pub addresses: Vec<Ipv4Cidr>,
     pub gateway: Option<Ipv4Addr>,
     pub static_neighbors: Vec<(Ipv4Addr, MacAddr)>,
+    pub mtu: u16,
 }
 
 impl PortPlan {
@@ -39,17 +42,74 @@ pub struct ServerPlan {
     /// Stable identity of (service, server) used by connections and counters.
     pub dest_id: u32,
     pub addr: Ipv4Addr,
+    /// 0: the port the client connected to.
     pub port: u16,
     pub forward: Forward,
     pub weight: u32,
+    /// The weight the Maglev table is built with: the last weight above 0,
+    /// so that quiescing a server (weight 0) moves only its own clients.
+    pub table_weight: u32,
+}
+
+/// How a service is named: by address or, for a group, by its mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceId {
+    Addr(ServiceKey),
+    Mark(u32),
+}
+
+impl ServiceId {
+    /// A number unique per service that survives reloads (persistence
+    /// templates are keyed by it).
+    pub fn tag(self) -> u64 {
+        match self {
+            ServiceId::Addr(k) => {
+                u64::from(k.protocol) << 48 | u64::from(u32::from(k.addr)) << 16 | u64::from(k.port)
+            }
+            ServiceId::Mark(m) => 1 << 56 | u64::from(m),
+        }
+    }
+}
+
+/// Persistence as the data plane applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistPlan {
+    pub timeout: Millis,
+    pub netmask: u32,
+}
+
+impl PersistPlan {
+    fn new(p: &Persistence) -> Self {
+        PersistPlan {
+            timeout: Millis::from(p.timeout_secs) * 1000,
+            netmask: u32::from(p.netmask),
+        }
+    }
+
+    /// The address a client's template is kept under.
+    #[inline]
+    pub fn client_key(&self, client: Ipv4Addr) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(client) & self.netmask)
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ServicePlan {
+    pub id: ServiceId,
+    /// The group's name; empty for a `[[service]]`.
+    pub name: String,
+    /// For a group: the first member's protocol, and address and port 0.
     pub protocol: Protocol,
     pub addr: Ipv4Addr,
     pub port: u16,
+    /// The group's members; empty for a `[[service]]`.
+    pub members: Vec<ServiceKey>,
     pub scheduler: SchedulerKind,
+    pub sched_flags: HashFlags,
+    pub persistence: Option<PersistPlan>,
+    pub one_packet: bool,
+    /// The `mh` scheduler's lookup table, built here once for all workers.
+    pub maglev: Option<Arc<MaglevTable>>,
     pub servers: Vec<ServerPlan>,
 }
 
@@ -68,7 +128,12 @@ pub struct Snapshot {
     pub ports: Vec<PortPlan>,
     pub services: Vec<ServicePlan>,
     pub timeouts: Timeouts,
+    /// Services by key, group members included; port-0 services under port 0.
     service_index: HashMap<ServiceKey, usize>,
+    /// NAT replies of one-packet services, which have no connection: the
+    /// real server (protocol, address, port; port 0 = any) → the VIP and
+    /// port (0 = keep) they are translated back to.
+    one_packet_replies: HashMap<ServiceKey, (Ipv4Addr, u16)>,
     /// Director addresses and VIPs, with the ports that answer ARP for them.
     local: HashMap<Ipv4Addr, LocalAddr>,
     /// Number of dest ids handed out; ids are below this.
@@ -117,6 +182,7 @@ impl Snapshot {
                 addresses: p.addresses.clone(),
                 gateway: p.gateway,
                 static_neighbors: p.static_neighbors.clone(),
+                mtu: p.mtu,
             })
             .collect();
 
@@ -134,50 +200,122 @@ impl Snapshot {
         }
 
         let mut next_id = previous.map_or(0, |p| p.dest_id_limit);
-        let mut services = Vec::new();
+        let mut services: Vec<ServicePlan> = Vec::new();
         let mut service_index = HashMap::new();
-        for s in &config.services {
-            let servers = s
-                .servers
+        let mut one_packet_replies = HashMap::new();
+        let mut vips: Vec<Ipv4Addr> = Vec::new();
+        let mut plan_servers = |id: ServiceId, servers: &[ServerConfig]| -> Vec<ServerPlan> {
+            servers
                 .iter()
                 .map(|r| {
-                    let key = ServiceKey {
-                        protocol: s.protocol.number(),
-                        addr: *s.address.ip(),
-                        port: s.address.port(),
-                    };
-                    let kept =
-                        previous.and_then(|p| p.dest_id_of(key, *r.address.ip(), r.address.port()));
-                    let dest_id = kept.unwrap_or_else(|| {
+                    let (addr, port) = (*r.address.ip(), r.address.port());
+                    let old = previous.and_then(|p| p.server_of(id, addr, port));
+                    let dest_id = old.map(|o| o.dest_id).unwrap_or_else(|| {
                         next_id += 1;
                         next_id - 1
                     });
+                    let table_weight = match (r.weight, old) {
+                        (0, Some(o)) => o.table_weight,
+                        (w, _) => w,
+                    };
                     ServerPlan {
                         dest_id,
-                        addr: *r.address.ip(),
-                        port: r.address.port(),
+                        addr,
+                        port,
                         forward: r.forward,
                         weight: r.weight,
+                        table_weight,
                     }
                 })
-                .collect();
-            let vip = *s.address.ip();
-            service_index.insert(
-                ServiceKey {
-                    protocol: s.protocol.number(),
-                    addr: vip,
-                    port: s.address.port(),
-                },
-                services.len(),
-            );
-            services.push(ServicePlan {
-                protocol: s.protocol,
-                addr: vip,
+                .collect()
+        };
+        for s in &config.services {
+            let key = ServiceKey {
+                protocol: s.protocol.number(),
+                addr: *s.address.ip(),
                 port: s.address.port(),
+            };
+            let id = ServiceId::Addr(key);
+            let servers = plan_servers(id, &s.servers);
+            if s.one_packet {
+                for r in servers.iter().filter(|r| r.forward == Forward::Nat) {
+                    let server = ServiceKey {
+                        protocol: key.protocol,
+                        addr: r.addr,
+                        port: r.port,
+                    };
+                    // A server on port 0 answers from the client's port: keep it.
+                    let vport = if r.port == 0 { 0 } else { key.port };
+                    one_packet_replies.insert(server, (key.addr, vport));
+                }
+            }
+            service_index.insert(key, services.len());
+            vips.push(key.addr);
+            services.push(ServicePlan {
+                id,
+                name: String::new(),
+                protocol: s.protocol,
+                addr: key.addr,
+                port: key.port,
+                members: Vec::new(),
                 scheduler: s.scheduler,
+                sched_flags: s.sched_flags,
+                persistence: s.persistence.as_ref().map(PersistPlan::new),
+                one_packet: s.one_packet,
+                maglev: None,
                 servers,
             });
+        }
+        for g in &config.groups {
+            let id = ServiceId::Mark(g.mark);
+            let servers = plan_servers(id, &g.servers);
+            let members: Vec<ServiceKey> = g
+                .members
+                .iter()
+                .map(|(protocol, address)| ServiceKey {
+                    protocol: protocol.number(),
+                    addr: *address.ip(),
+                    port: address.port(),
+                })
+                .collect();
+            for m in &members {
+                service_index.insert(*m, services.len());
+                vips.push(m.addr);
+            }
+            services.push(ServicePlan {
+                id,
+                name: g.name.clone(),
+                protocol: g.members[0].0,
+                addr: Ipv4Addr::UNSPECIFIED,
+                port: 0,
+                members,
+                scheduler: g.scheduler,
+                sched_flags: g.sched_flags,
+                persistence: g.persistence.as_ref().map(PersistPlan::new),
+                one_packet: g.one_packet,
+                maglev: None,
+                servers,
+            });
+        }
+        for (svc, size) in services.iter_mut().zip(
+            config
+                .services
+                .iter()
+                .map(|s| s.mh_table_size)
+                .chain(config.groups.iter().map(|g| g.mh_table_size)),
+        ) {
+            if svc.scheduler != SchedulerKind::Mh {
+                continue;
+            }
+            let weights: Vec<(ServerIdentity, u32)> = svc
+                .servers
+                .iter()
+                .map(|r| (ServerIdentity::new(r.addr, r.port), r.table_weight))
+                .collect();
+            svc.maglev = Some(Arc::new(MaglevTable::build(&weights, size)));
+        }
 
+        for vip in vips {
             // A VIP is answered on the port whose prefix holds it, or on every port.
             let holders = ports
                 .iter()
@@ -204,29 +342,71 @@ impl Snapshot {
             services,
             timeouts: Timeouts::default(),
             service_index,
+            one_packet_replies,
             local,
             dest_id_limit: next_id,
         }
     }
 
-    /// The id of server `addr:port` of the service `key`, if configured.
-    pub fn dest_id_of(&self, key: ServiceKey, addr: Ipv4Addr, port: u16) -> Option<u32> {
-        let svc = &self.services[*self.service_index.get(&key)?];
-        svc.servers
+    /// Server `addr:port` of service `id`, if configured.
+    pub fn server_of(&self, id: ServiceId, addr: Ipv4Addr, port: u16) -> Option<&ServerPlan> {
+        self.services
+            .iter()
+            .find(|s| s.id == id)?
+            .servers
             .iter()
             .find(|r| r.addr == addr && r.port == port)
+    }
+
+    /// The id of server `addr:port` of the service `key`, if configured.
+    pub fn dest_id_of(&self, key: ServiceKey, addr: Ipv4Addr, port: u16) -> Option<u32> {
+        self.server_of(ServiceId::Addr(key), addr, port)
             .map(|r| r.dest_id)
     }
 
+    /// The service a new flow to `addr:port` belongs to: the exact service
+    /// or group member, else the VIP's port-0 service.
     #[inline]
     pub fn service(&self, protocol: u8, addr: Ipv4Addr, port: u16) -> Option<usize> {
-        self.service_index
-            .get(&ServiceKey {
-                protocol,
-                addr,
-                port,
-            })
-            .copied()
+        let key = ServiceKey {
+            protocol,
+            addr,
+            port,
+        };
+        match self.service_index.get(&key) {
+            Some(&i) => Some(i),
+            None => self
+                .service_index
+                .get(&ServiceKey { port: 0, ..key })
+                .copied(),
+        }
+    }
+
+    /// For a packet from `addr:port` that matches no connection: the VIP
+    /// and port to translate it back to when it is a reply of a one-packet
+    /// NAT service.
+    #[inline]
+    pub fn one_packet_reply(
+        &self,
+        protocol: u8,
+        addr: Ipv4Addr,
+        port: u16,
+    ) -> Option<(Ipv4Addr, u16)> {
+        if self.one_packet_replies.is_empty() {
+            return None;
+        }
+        let key = ServiceKey {
+            protocol,
+            addr,
+            port,
+        };
+        let (vip, vport) = match self.one_packet_replies.get(&key) {
+            Some(&found) => found,
+            None => *self
+                .one_packet_replies
+                .get(&ServiceKey { port: 0, ..key })?,
+        };
+        Some((vip, if vport == 0 { port } else { vport }))
     }
 
     #[inline]

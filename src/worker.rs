@@ -11,7 +11,7 @@ use crate::conn::Millis;
 use crate::counters::{DropReason, WorkerCounters};
 use crate::dpdk::{self, Mbuf, Mempool, Port, RxBurst, TxBuffer, TxQueue};
 use crate::neigh::{PendingQueue, Resolution};
-use crate::pipeline::{write_l2, DataPlane, Limits, Verdict};
+use crate::pipeline::{encapsulate_ipip, write_l2, DataPlane, Limits, Verdict, IPIP_HEADER_LEN};
 use crate::snapshot::Snapshot;
 
 /// Shared between the management thread and the workers.
@@ -158,6 +158,27 @@ impl Worker {
         }
         match dp.process(m.data_mut(), in_port, now) {
             Verdict::Forward { port, next_hop } => {
+                self.send_or_park(dp, tx, pending, m, port, next_hop, now)
+            }
+            Verdict::Encapsulate {
+                port,
+                next_hop,
+                outer_src,
+                outer_dst,
+            } => {
+                if !m.prepend(IPIP_HEADER_LEN) {
+                    dp.counters.count_drop(DropReason::NoHeadroom);
+                    return;
+                }
+                encapsulate_ipip(m.data_mut(), outer_src, outer_dst);
+                self.send_or_park(dp, tx, pending, m, port, next_hop, now)
+            }
+            Verdict::Generated {
+                port,
+                next_hop,
+                len,
+            } => {
+                m.set_len(len);
                 self.send_or_park(dp, tx, pending, m, port, next_hop, now)
             }
             Verdict::Reply { port } => {

@@ -27,7 +27,9 @@ const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 const RS1_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
 const RS2_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 12);
 
-fn config(input: &Path, output: &Path) -> String {
+/// `[dpdk]` and the one port, reading `input` and writing `output`, with
+/// `port_extra` lines in the port's table.
+fn director(input: &Path, output: &Path, port_extra: &str) -> String {
     format!(
         r#"
 [dpdk]
@@ -41,12 +43,21 @@ name = "one"
 vdev = "net_pcap0,rx_pcap={input},tx_pcap={output}"
 mac = "{DIRECTOR_MAC}"
 addresses = ["198.18.0.1/24", "198.19.0.1/24"]
-static_neighbors = [
+{port_extra}static_neighbors = [
   {{ address = "{CLIENT_IP}", mac = "{CLIENT_MAC}" }},
   {{ address = "{RS1_IP}", mac = "{RS1_MAC}" }},
   {{ address = "{RS2_IP}", mac = "{RS2_MAC}" }},
 ]
+"#,
+        input = input.display(),
+        output = output.display()
+    )
+}
 
+fn config(input: &Path, output: &Path) -> String {
+    director(input, output, "")
+        + &format!(
+            r#"
 [[service]]
 protocol = "tcp"
 address = "{VIP}:80"
@@ -68,10 +79,8 @@ forward = "nat"
 [[service.server]]
 address = "{RS2_IP}:53"
 forward = "nat"
-"#,
-        input = input.display(),
-        output = output.display()
-    )
+"#
+        )
 }
 
 fn eth(src: MacAddr, dst: MacAddr) -> EthernetRepr {
@@ -521,4 +530,139 @@ fn golden_nat_arp_icmp_and_drops() {
         "unexpected drops: {report:?}"
     );
     assert_eq!(value(&report, "conns_created"), 3);
+}
+
+/// One port (mtu 1200); VIP:80 by rr over rs1 (dr) and rs2 (tun).
+fn dr_tun_config(input: &Path, output: &Path) -> String {
+    director(input, output, "mtu = 1200\n")
+        + &format!(
+            r#"
+[[service]]
+protocol = "tcp"
+address = "{VIP}:80"
+scheduler = "rr"
+[[service.server]]
+address = "{RS1_IP}"
+forward = "dr"
+[[service.server]]
+address = "{RS2_IP}:80"
+forward = "tun"
+"#
+        )
+}
+
+fn dr_tun_cases() -> Vec<Case> {
+    let from_client = |sport: u16, flag_bits: u8, payload: &[u8]| {
+        build_tcp_frame(
+            &eth(CLIENT_MAC, DIRECTOR_MAC),
+            &ip(CLIENT_IP, VIP, 64),
+            &tcp(sport, 80, flag_bits, payload),
+        )
+    };
+    // Only the MACs change: the frame as the client sent it, re-addressed.
+    let dr = |frame: Vec<u8>| {
+        let mut out = frame;
+        out[0..6].copy_from_slice(&RS1_MAC.0);
+        out[6..12].copy_from_slice(&DIRECTOR_MAC.0);
+        out
+    };
+    // The outer header, rebuilt from a repr: from the director's address on
+    // rs2's prefix, ident/TTL/DF of the inner packet, protocol 4.
+    let ipip = |frame: Vec<u8>| {
+        let inner = &frame[14..];
+        rvs::wire::build_ipv4_frame(
+            &eth(DIRECTOR_MAC, RS2_MAC),
+            &Ipv4Repr {
+                protocol: IpProtocol::IpIp,
+                payload_len: inner.len(),
+                ..ip(Ipv4Addr::new(198, 19, 0, 1), RS2_IP, 64)
+            },
+            |payload| payload.copy_from_slice(inner),
+        )
+    };
+    let big = vec![0x5au8; 1141]; // IP length 1181: fits 1200, not 1200 − 20
+    let big_frame = from_client(40001, flags::ACK | flags::PSH, &big);
+    let mut no_df = big_frame.clone();
+    no_df[14 + 6] &= !0x40;
+    Ipv4Packet::new_unchecked(&mut no_df[14..]).fill_checksum();
+    let mut frag_needed = build_icmp_frame(
+        &eth(DIRECTOR_MAC, CLIENT_MAC),
+        &Ipv4Repr {
+            protocol: IpProtocol::Icmp,
+            ident: 0,
+            dont_frag: false,
+            ..ip(DIRECTOR_IP, CLIENT_IP, 64)
+        },
+        &IcmpRepr::DstUnreachable {
+            reason: rvs::wire::icmp::IcmpDstUnreachable::FragRequired,
+            next_hop_mtu: 1180,
+            data: &big_frame[14..14 + 548],
+        },
+    );
+    frag_needed[15] = 0xc0; // TOS "internetwork control", as Linux's ICMP errors
+    Ipv4Packet::new_unchecked(&mut frag_needed[14..]).fill_checksum();
+
+    vec![
+        Case {
+            what: "SYN to rs1 by dr: only the MACs change",
+            input: from_client(40000, flags::SYN, &[]),
+            expected: Some(dr(from_client(40000, flags::SYN, &[]))),
+        },
+        Case {
+            what: "SYN to rs2 by tun: IPIP, outer header byte for byte",
+            input: from_client(40001, flags::SYN, &[]),
+            expected: Some(ipip(from_client(40001, flags::SYN, &[]))),
+        },
+        Case {
+            what: "data of the dr connection",
+            input: from_client(40000, flags::ACK | flags::PSH, b"GET /"),
+            expected: Some(dr(from_client(40000, flags::ACK | flags::PSH, b"GET /"))),
+        },
+        Case {
+            what: "too big to tunnel, DF set: ICMP fragmentation needed to the client",
+            input: big_frame,
+            expected: Some(frag_needed),
+        },
+        Case {
+            what: "too big to tunnel, DF clear: dropped (no fragmentation)",
+            input: no_df,
+            expected: None,
+        },
+        Case {
+            what: "data of the tun connection that fits",
+            input: from_client(40001, flags::ACK, &[]),
+            expected: Some(ipip(from_client(40001, flags::ACK, &[]))),
+        },
+    ]
+}
+
+#[test]
+fn golden_dr_tun_and_fragmentation_needed() {
+    let cases = dr_tun_cases();
+    let frames: Vec<Vec<u8>> = cases.iter().map(|c| c.input.clone()).collect();
+    let (sent, report) = run_rvsd("golden-dr-tun", &frames, dr_tun_config);
+    assert_eq!(value(&report, "port.one.rx_packets"), frames.len() as u64);
+    let expected: Vec<(&str, &Vec<u8>)> = cases
+        .iter()
+        .filter_map(|c| c.expected.as_ref().map(|e| (c.what, e)))
+        .collect();
+    for (i, ((what, want), got)) in expected.iter().zip(&sent).enumerate() {
+        assert!(
+            got == *want,
+            "output frame {i} ({what}): {}\n got: {got:02x?}\nwant: {want:02x?}",
+            describe_difference(got, want)
+        );
+    }
+    assert_eq!(sent.len(), expected.len(), "number of transmitted frames");
+    assert_eq!(value(&report, "icmp_frag_needed_sent"), 1);
+    assert_eq!(value(&report, "forwarded_to_servers"), 4);
+    assert_eq!(value(&report, "forwarded_to_clients"), 0);
+    assert_eq!(value(&report, "drop.tunnel_too_big"), 1);
+    let total_drops: u64 = report
+        .iter()
+        .filter(|(k, _)| k.starts_with("drop."))
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total_drops, 1, "unexpected drops: {report:?}");
+    assert_eq!(value(&report, "conns_created"), 2);
 }

@@ -188,6 +188,22 @@ fn print_report(
         sum(&|c| c.arp_requests_sent.get())
     );
     out += &format!("replies_sent={}\n", sum(&|c| c.replies_sent.get()));
+    out += &format!(
+        "forwarded_to_servers={}\n",
+        sum(&|c| c.forwarded_to_servers.get())
+    );
+    out += &format!(
+        "forwarded_to_clients={}\n",
+        sum(&|c| c.forwarded_to_clients.get())
+    );
+    out += &format!(
+        "icmp_frag_needed_sent={}\n",
+        sum(&|c| c.icmp_frag_needed_sent.get())
+    );
+    out += &format!(
+        "one_packet_scheduled={}\n",
+        sum(&|c| c.one_packet_scheduled.get())
+    );
     for &reason in DropReason::ALL {
         out += &format!("drop.{}={}\n", reason.name(), sum(&|c| c.dropped(reason)));
     }

@@ -16,12 +16,14 @@
 //!   server's active and inactive counts ([`ConnState::is_active`]);
 //! * every loop iteration: [`ConnTable::expire`] with a small budget.
 
+mod persist;
 mod state;
 mod table;
 
 use std::fmt;
 use std::net::Ipv4Addr;
 
+pub use persist::{PersistTable, Template, TemplateKey};
 pub use state::{
     next_tcp_state, next_tcp_state_input_only, ConnState, Direction, TcpFlags, Timeouts,
 };

@@ -69,12 +69,12 @@ pub struct ConnTable {
 }
 
 #[inline]
-fn fold_mul(a: u64, b: u64) -> u64 {
+pub(super) fn fold_mul(a: u64, b: u64) -> u64 {
     let p = u128::from(a) * u128::from(b);
     (p as u64) ^ ((p >> 64) as u64)
 }
 
-fn splitmix64(state: &mut u64) -> u64 {
+pub(super) fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

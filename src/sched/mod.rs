@@ -207,6 +207,22 @@ impl SchedulerKind {
         }
     }
 
+    /// A scheduler of this kind for a service with the given `-b` flags
+    /// (used by sh and mh) and, for mh, the Maglev table the control plane
+    /// built (without one, mh builds its own from positions). Control path.
+    pub fn build_with(
+        self,
+        flags: HashFlags,
+        maglev_table: Option<std::sync::Arc<maglev::MaglevTable>>,
+    ) -> Box<dyn Scheduler> {
+        match (self, maglev_table) {
+            (Self::Sh, _) => Box::new(SourceHashing::new(flags)),
+            (Self::Mh, Some(table)) => Box::new(MaglevHash::with_table(flags, table)),
+            (Self::Mh, None) => Box::new(MaglevHash::new(flags, maglev::DEFAULT_SIZE)),
+            (kind, _) => kind.build(),
+        }
+    }
+
     /// Whether the scheduler may refuse a flow although some server has a
     /// weight above 0: ovf (every weighted server is over its weight), and
     /// the hashing schedulers without fallback (the flow hashes to a server
