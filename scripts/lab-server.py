@@ -2,7 +2,7 @@
 """Real server for the rvs network-namespace lab (stdlib only).
 
 HTTP (threaded, HTTP/1.1 keep-alive):
-  GET /            -> "<name>\n"
+  GET /            -> "<name>\n"      (on --http-port and every --also-http-port)
   GET /blob        -> deterministic --blob-mb MiB body (identical on every server)
   GET /blob.sha256 -> "<hex sha256 of /blob>\n"
   GET /client      -> "<peer ip> <peer port>\n"  (what the server sees as the client;
@@ -128,6 +128,8 @@ def main():
     ap.add_argument("--name", required=True, help="server name, returned by GET / and UDP")
     ap.add_argument("--bind", default="0.0.0.0", help="IPv4 address to listen on (literal)")
     ap.add_argument("--http-port", type=int, default=80)
+    ap.add_argument("--also-http-port", type=int, action="append", default=[], metavar="PORT",
+                    help="serve the same HTTP on this port too (e.g. 443 for service groups)")
     ap.add_argument("--udp-port", type=int, default=53, help="0 disables UDP")
     ap.add_argument("--blob-mb", type=int, default=16)
     ap.add_argument("--pid-file", help="written once both sockets are listening")
@@ -144,7 +146,13 @@ def main():
         threading.Thread(target=udp_loop, args=(usock, (args.name + " ").encode()),
                          daemon=True).start()
 
-    httpd = Server((args.bind, args.http_port), make_handler(args.name, blob, blob_sha))
+    handler = make_handler(args.name, blob, blob_sha)
+    # Bind every extra port before the main one, so "port 80 answers" implies all are ready.
+    for port in args.also_http_port:
+        extra = Server((args.bind, port), handler)
+        threading.Thread(target=extra.serve_forever, kwargs={"poll_interval": 0.2},
+                         daemon=True).start()
+    httpd = Server((args.bind, args.http_port), handler)
 
     if args.pid_file:
         tmp = args.pid_file + ".tmp"
@@ -154,7 +162,8 @@ def main():
 
     # SIGTERM -> normal exit path (removes the pid file).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"{args.name}: http {args.bind}:{args.http_port} udp {args.bind}:{args.udp_port} "
+    extra_ports = "".join(f",{p}" for p in args.also_http_port)
+    print(f"{args.name}: http {args.bind}:{args.http_port}{extra_ports} udp {args.bind}:{args.udp_port} "
           f"blob {len(blob)} bytes sha256 {blob_sha}", flush=True)
     try:
         httpd.serve_forever(poll_interval=0.2)
