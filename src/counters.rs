@@ -2,6 +2,9 @@
 //! management thread. Drop reasons are a small `Copy` enum, one counter each.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 macro_rules! drop_reasons {
     ($($variant:ident => $name:literal, $doc:literal;)*) => {
@@ -51,6 +54,7 @@ drop_reasons! {
     TemplateTableFull => "template_table_full", "The persistence template table is full.";
     NoHeadroom => "no_headroom", "An mbuf had no room in front for the IPIP header.";
     SteerQueueFull => "steer_queue_full", "The queue to the worker owning the flow was full.";
+    NoDestination => "no_destination", "A packet of a connection whose server was removed (the connection ends, as IPVS's expire_nodest_conn=1).";
 }
 
 /// A counter with a single writer: increments need no atomic
@@ -79,6 +83,23 @@ impl Counter {
 }
 
 /// One port's packet counts as one worker sees them.
+/// IPVS's per-destination statistics, counted by one worker. IPVS counts
+/// packets and bytes (IP length) in each direction and connections
+/// scheduled; a service's statistics are the sum over its destinations.
+#[derive(Default, Debug)]
+pub struct DestCounters {
+    pub conns: Counter,
+    pub in_packets: Counter,
+    pub out_packets: Counter,
+    pub in_bytes: Counter,
+    pub out_bytes: Counter,
+}
+
+/// A worker's [`DestCounters`] indexed by dest id. The worker replaces the
+/// whole array (values carried over) when ids outgrow it, so readers on the
+/// management thread never see it move under them.
+pub type DestStats = Arc<Vec<DestCounters>>;
+
 #[derive(Default, Debug)]
 pub struct PortCounters {
     pub rx_packets: Counter,
@@ -117,6 +138,8 @@ pub struct WorkerCounters {
     /// TX flush). The worker records into its own histogram and hands it
     /// over here once, when it stops: no lock on the packet path.
     pub latency: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+    /// Per-destination statistics (see [`DestStats`]).
+    pub dests: ArcSwap<Vec<DestCounters>>,
 }
 
 impl WorkerCounters {
@@ -136,6 +159,7 @@ impl WorkerCounters {
             one_packet_scheduled: Counter::default(),
             busy_cycles: Counter::default(),
             latency: std::sync::Mutex::new(None),
+            dests: ArcSwap::from_pointee(Vec::new()),
         }
     }
 
@@ -146,6 +170,31 @@ impl WorkerCounters {
 
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].get()
+    }
+
+    /// Makes room for dest ids below `limit` (control path: allocates),
+    /// keeping the counts; returns the array the worker should count in.
+    pub fn dest_stats_for(&self, limit: usize) -> DestStats {
+        let current = self.dests.load_full();
+        if current.len() >= limit {
+            return current;
+        }
+        let grown: Vec<DestCounters> = (0..limit.next_power_of_two())
+            .map(|i| {
+                let d = DestCounters::default();
+                if let Some(old) = current.get(i) {
+                    d.conns.add(old.conns.get());
+                    d.in_packets.add(old.in_packets.get());
+                    d.out_packets.add(old.out_packets.get());
+                    d.in_bytes.add(old.in_bytes.get());
+                    d.out_bytes.add(old.out_bytes.get());
+                }
+                d
+            })
+            .collect();
+        let grown = DestStats::new(grown);
+        self.dests.store(grown.clone());
+        grown
     }
 }
 

@@ -17,7 +17,7 @@ use crate::conn::{
     Conn, ConnId, ConnState, ConnTable, Direction, FlowKey, Millis, PersistTable, TcpFlags,
     TemplateKey, CONN_F_NO_OUTPUT,
 };
-use crate::counters::{DropReason, WorkerCounters};
+use crate::counters::{DestStats, DropReason, WorkerCounters};
 use crate::neigh::{NeighborTable, Resolution};
 use crate::sched::{FlowInfo, Scheduler, ServerLoad};
 use crate::snapshot::{PortIdx, Snapshot};
@@ -106,6 +106,8 @@ pub struct DataPlane {
     /// neighbour, so the worker can tell the others (ARP replies reach one
     /// worker only). Taken by the worker.
     pub learned: Option<(Ipv4Addr, MacAddr, PortIdx)>,
+    /// This worker's per-destination statistics, by dest id.
+    dest_stats: DestStats,
 }
 
 /// The L4 fields the pipeline needs, read once.
@@ -131,6 +133,7 @@ impl DataPlane {
             conns: ConnTable::with_capacity(limits.connections, hash_seed),
             templates: PersistTable::with_capacity(limits.templates, hash_seed),
             neighbors: NeighborTable::with_capacity(limits.neighbors),
+            dest_stats: counters.dest_stats_for(0),
             counters,
             learned: None,
         };
@@ -200,6 +203,9 @@ impl DataPlane {
         }
         self.services = services;
         self.dest_slots = slots;
+        self.dest_stats = self
+            .counters
+            .dest_stats_for(snapshot.dest_id_limit as usize);
         self.snapshot = snapshot;
     }
 
@@ -408,6 +414,9 @@ impl DataPlane {
             };
             if self.snapshot.services[svc].one_packet {
                 self.counters.one_packet_scheduled.inc();
+                if let Some(d) = self.dest_stats.get(conn.dest_id as usize) {
+                    d.conns.inc();
+                }
                 return self.emit(frame, l4_start, &conn, Direction::FromClient);
             }
             return match self.insert(conn, l4, now) {
@@ -511,6 +520,9 @@ impl DataPlane {
         match self.conns.insert(conn) {
             Ok(id) => {
                 self.account(conn.dest_id, None, Some(conn.state));
+                if let Some(d) = self.dest_stats.get(conn.dest_id as usize) {
+                    d.conns.inc();
+                }
                 self.counters.conns_created.inc();
                 self.counters.conns_live.inc();
                 Ok(id)
@@ -556,6 +568,15 @@ impl DataPlane {
         dir: Direction,
         now: Millis,
     ) -> Verdict {
+        if self.slot(self.conns.get(id).dest_id).is_none() {
+            // Its server was removed: end the connection (IPVS's
+            // expire_nodest_conn=1) rather than keep feeding a server the
+            // configuration no longer names.
+            let gone = self.conns.remove(id);
+            self.release_template(&gone);
+            self.counters.conns_live.add(1u64.wrapping_neg());
+            return Verdict::Drop(DropReason::NoDestination);
+        }
         let (old, new) = self
             .conns
             .on_packet(id, dir, l4.flags, now, &self.snapshot.timeouts);
@@ -601,19 +622,41 @@ impl DataPlane {
             // write_l2, after resolution). LVS leaves even the TTL alone.
             (Direction::FromClient, Forward::Dr) => {}
             (Direction::FromClient, Forward::Tun) => {
-                return self.tunnel(frame, port, next_hop, conn.real_addr)
+                return self.tunnel(frame, port, next_hop, conn)
             }
             // A dr/tun server that routes its replies through the director.
             (Direction::FromServer, _) => decrement_ttl(frame),
         }
-        match dir {
-            Direction::FromClient => self.counters.forwarded_to_servers.inc(),
-            Direction::FromServer => self.counters.forwarded_to_clients.inc(),
-        }
+        self.count_forwarded(frame, conn.dest_id, dir);
         Verdict::Forward { port, next_hop }
     }
 
-    /// IPIP towards `server` out of `port`, or ICMP "fragmentation needed"
+    /// Counts a forwarded packet for the director and its destination
+    /// (IPVS's in = client → server, out = server → client; bytes are the
+    /// IP length before encapsulation).
+    #[inline]
+    fn count_forwarded(&self, frame: &[u8], dest_id: u32, dir: Direction) {
+        let bytes = u64::from(Ipv4Packet::new_unchecked(&frame[ETH_HEADER_LEN..]).total_len());
+        let dest = self.dest_stats.get(dest_id as usize);
+        match dir {
+            Direction::FromClient => {
+                self.counters.forwarded_to_servers.inc();
+                if let Some(d) = dest {
+                    d.in_packets.inc();
+                    d.in_bytes.add(bytes);
+                }
+            }
+            Direction::FromServer => {
+                self.counters.forwarded_to_clients.inc();
+                if let Some(d) = dest {
+                    d.out_packets.inc();
+                    d.out_bytes.add(bytes);
+                }
+            }
+        }
+    }
+
+    /// IPIP towards the connection's server out of `port`, or ICMP "fragmentation needed"
     /// back to the client when the encapsulated packet would not fit the
     /// port's MTU and the client forbade fragmentation (IPVS does the same).
     fn tunnel(
@@ -621,8 +664,9 @@ impl DataPlane {
         frame: &mut [u8],
         port: PortIdx,
         next_hop: Ipv4Addr,
-        server: Ipv4Addr,
+        conn: &Conn,
     ) -> Verdict {
+        let server = conn.real_addr;
         let plan = &self.snapshot.ports[port];
         let (total_len, dont_frag, client) = {
             let ip = Ipv4Packet::new_unchecked(&frame[ETH_HEADER_LEN..]);
@@ -650,7 +694,7 @@ impl DataPlane {
         let Some(outer_src) = plan.source_for(server) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        self.counters.forwarded_to_servers.inc();
+        self.count_forwarded(frame, conn.dest_id, Direction::FromClient);
         Verdict::Encapsulate {
             port,
             next_hop,

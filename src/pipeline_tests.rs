@@ -2603,3 +2603,89 @@ fn an_arp_reply_aimed_at_us_is_offered_to_the_other_workers() {
     let (_, _) = run(&mut dp, arp_request(STRANGER), WAN, 0);
     assert_eq!(dp.learned, None);
 }
+
+// ---------------------------------------------------------------------------
+// Per-destination statistics; removed servers
+// ---------------------------------------------------------------------------
+
+#[test]
+fn destination_statistics_count_connections_packets_and_ip_bytes() {
+    let mut dp = base();
+    let syn = Pkt::from_client(40000, SYN).tcp();
+    let syn_ip_len = (syn.len() - 14) as u64;
+    run(&mut dp, syn, WAN, 0); // → RS1
+    let synack = Pkt::from_server(RS1, 40000, SYN | ACK).tcp();
+    let synack_ip_len = (synack.len() - 14) as u64;
+    run(&mut dp, synack, LAN, 1);
+    let data = Pkt {
+        payload: b"GET / HTTP/1.0\r\n\r\n",
+        ..Pkt::from_client(40000, ACK | PSH)
+    }
+    .tcp();
+    let data_ip_len = (data.len() - 14) as u64;
+    run(&mut dp, data, WAN, 2);
+    let rs1 = dp.snapshot().services[SVC_TCP].servers[0].dest_id as usize;
+    let stats = dp.counters.dests.load_full();
+    let d = &stats[rs1];
+    assert_eq!(d.conns.get(), 1);
+    assert_eq!((d.in_packets.get(), d.out_packets.get()), (2, 1));
+    assert_eq!(d.in_bytes.get(), syn_ip_len + data_ip_len);
+    assert_eq!(d.out_bytes.get(), synack_ip_len);
+    // Nothing for RS2.
+    let rs2 = dp.snapshot().services[SVC_TCP].servers[1].dest_id as usize;
+    assert_eq!(stats[rs2].in_packets.get(), 0);
+}
+
+#[test]
+fn statistics_survive_a_reload_that_adds_servers() {
+    let mut dp = base();
+    run(&mut dp, Pkt::from_client(40000, SYN).tcp(), WAN, 0);
+    let rs1 = dp.snapshot().services[SVC_TCP].servers[0].dest_id as usize;
+    // Many new servers: the statistics array grows, the counts stay.
+    let mut text = BASE.to_string();
+    for i in 0..40 {
+        text += &format!(
+            "\n[[service]]\nprotocol = \"udp\"\naddress = \"198.18.0.100:{}\"\n\
+             [[service.server]]\naddress = \"198.19.0.20:53\"\nforward = \"nat\"\n",
+            1000 + i
+        );
+    }
+    let config = crate::config::parse(&text, "test.toml").unwrap();
+    let next = dp.snapshot().compile_next(&config, &[WAN_MAC, LAN_MAC]);
+    assert!(next.dest_id_limit > 40);
+    dp.apply_snapshot(Arc::new(next));
+    let stats = dp.counters.dests.load_full();
+    assert!(stats.len() >= 45);
+    assert_eq!(stats[rs1].in_packets.get(), 1);
+    assert_eq!(stats[rs1].conns.get(), 1);
+}
+
+#[test]
+fn a_removed_servers_connections_end_at_their_next_packet() {
+    let mut dp = base();
+    assert_eq!(handshake(&mut dp, 40000, 0), RS1);
+    assert_eq!(handshake(&mut dp, 40001, 0), RS2);
+    let without_rs1 = BASE.replacen(
+        "[[service.server]]\naddress = \"198.19.0.11:8080\"\nforward = \"nat\"\n",
+        "",
+        1,
+    );
+    let config = crate::config::parse(&without_rs1, "test.toml").unwrap();
+    let next = dp.snapshot().compile_next(&config, &[WAN_MAC, LAN_MAC]);
+    dp.apply_snapshot(Arc::new(next));
+    let live = dp.conns.len();
+    let (v, _) = run(&mut dp, Pkt::from_client(40000, ACK).tcp(), WAN, 10);
+    assert_eq!(v, drop_(DropReason::NoDestination));
+    assert_eq!(dp.conns.len(), live - 1);
+    assert_eq!(state_of(&dp, &client_key(40000)), None);
+    // RS2's connection is untouched.
+    assert_eq!(
+        run(&mut dp, Pkt::from_client(40001, ACK).tcp(), WAN, 10).0,
+        forward(LAN, RS2)
+    );
+    // A new SYN from the same client port is scheduled afresh (to RS2).
+    assert_eq!(
+        run(&mut dp, Pkt::from_client(40000, SYN).tcp(), WAN, 11).0,
+        forward(LAN, RS2)
+    );
+}
