@@ -297,14 +297,14 @@ fn duplicate_service_is_located() {
 }
 
 #[test]
-fn forward_dr_is_rejected() {
-    let text = edit("forward = \"nat\"", "forward = \"dr\"");
+fn unknown_forwarding_method_is_rejected() {
+    let text = edit("forward = \"nat\"", "forward = \"gatewaying\"");
     assert_rejected(
-        "forward-dr",
+        "forward-unknown",
         &text,
-        line_of(&text, "\"dr\"", false),
+        line_of(&text, "\"gatewaying\"", false),
         "service[0].server[0].forward",
-        "forward \"dr\" is not supported yet (only \"nat\")",
+        "unknown forwarding method \"gatewaying\" (expected one of: nat, dr, tun)",
     );
 }
 
