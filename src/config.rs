@@ -42,6 +42,11 @@
 //! [[group.server]]
 //! address = "198.19.0.11"          # no port: keep the client's destination port
 //! forward = "nat"
+//!
+//! [control]                        # optional: rvsd's control API (docs/API.md)
+//! socket = "/run/rvs/rvsd.sock"    # Unix socket (mode 0600), the default
+//! listen = "127.0.0.1:9180"        # optional TCP listener, needs token_file
+//! token_file = "/etc/rvs/token"    # bearer token for `listen`
 //! ```
 //!
 //! `port.mac` is an rvs extension with no LVS counterpart: it overrides the
@@ -54,9 +59,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -84,6 +89,33 @@ pub struct Config {
     /// Service groups (`[[group]]`, IPVS firewall-mark services): unique by
     /// name and mark; no member is also a `[[service]]` or in two groups.
     pub groups: Vec<GroupConfig>,
+    /// `[control]`: where the control API listens.
+    pub control: ControlConfig,
+}
+
+/// The control API's endpoints (`[control]`, docs/API.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// The Unix socket (always served; mode 0600).
+    pub socket: PathBuf,
+    /// An optional TCP listener; requests on it need the bearer token.
+    pub listen: Option<SocketAddr>,
+    /// The file holding that token; set exactly when `listen` is.
+    pub token_file: Option<PathBuf>,
+}
+
+impl ControlConfig {
+    pub const DEFAULT_SOCKET: &'static str = "/run/rvs/rvsd.sock";
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: PathBuf::from(Self::DEFAULT_SOCKET),
+            listen: None,
+            token_file: None,
+        }
+    }
 }
 
 /// EAL and memory settings (`[dpdk]`).
@@ -416,6 +448,15 @@ struct RawConfig {
     service: Vec<Spanned<RawService>>,
     #[serde(default)]
     group: Vec<Spanned<RawGroup>>,
+    control: Option<RawControl>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -609,12 +650,72 @@ impl Cx<'_> {
         let ports = self.ports(raw.port)?;
         let services = self.services(raw.service, &ports)?;
         let groups = self.groups(raw.group, &ports, &services)?;
+        let control = match raw.control {
+            Some(c) => self.control(c)?,
+            None => ControlConfig::default(),
+        };
         Ok(Config {
             dpdk,
             ports,
             services,
             groups,
+            control,
         })
+    }
+
+    fn control(&self, raw: RawControl) -> Res<ControlConfig> {
+        let mut out = ControlConfig::default();
+        if let Some(socket) = raw.socket {
+            if socket.get_ref().is_empty() {
+                return Err(self.err(
+                    socket.span(),
+                    "control.socket",
+                    "socket path must not be empty (default \"/run/rvs/rvsd.sock\")",
+                ));
+            }
+            out.socket = PathBuf::from(socket.into_inner());
+        }
+        if let Some(listen) = &raw.listen {
+            let addr: SocketAddr = listen.get_ref().parse().map_err(|_| {
+                self.err(
+                    listen.span(),
+                    "control.listen",
+                    format!(
+                        "invalid address {:?} (expected address:port, e.g. \"127.0.0.1:9180\")",
+                        listen.get_ref()
+                    ),
+                )
+            })?;
+            out.listen = Some(addr);
+        }
+        match (&raw.listen, raw.token_file) {
+            (Some(listen), None) => {
+                return Err(self.err(
+                    listen.span(),
+                    "control.listen",
+                    "a TCP listener needs `token_file` (the bearer token clients must send)",
+                ))
+            }
+            (None, Some(token)) => {
+                return Err(self.err(
+                    token.span(),
+                    "control.token_file",
+                    "token_file is only used with `listen`; set both or neither",
+                ))
+            }
+            (Some(_), Some(token)) => {
+                if token.get_ref().is_empty() {
+                    return Err(self.err(
+                        token.span(),
+                        "control.token_file",
+                        "token_file must not be empty",
+                    ));
+                }
+                out.token_file = Some(PathBuf::from(token.into_inner()));
+            }
+            (None, None) => {}
+        }
+        Ok(out)
     }
 
     fn dpdk(&self, raw: RawDpdk) -> Res<DpdkConfig> {
@@ -1786,6 +1887,7 @@ addresses = ["198.19.0.1/24"]
                 }],
             }],
             groups: vec![],
+            control: ControlConfig::default(),
         };
         assert_eq!(c, want);
         assert_eq!(c.dpdk.main_lcore(), 0);
@@ -3008,5 +3110,59 @@ addresses = ["10.0.0.1/8"]
             i -= 1;
         }
         i
+    }
+
+    #[test]
+    fn control_defaults_and_values() {
+        let c = ok(PORTS);
+        assert_eq!(c.control, ControlConfig::default());
+        assert_eq!(c.control.socket, PathBuf::from("/run/rvs/rvsd.sock"));
+        let c = ok(&format!(
+            "{PORTS}[control]\nsocket = \"/tmp/x.sock\"\nlisten = \"127.0.0.1:9180\"\n\
+             token_file = \"/etc/rvs/token\"\n"
+        ));
+        assert_eq!(
+            c.control,
+            ControlConfig {
+                socket: PathBuf::from("/tmp/x.sock"),
+                listen: Some("127.0.0.1:9180".parse().unwrap()),
+                token_file: Some(PathBuf::from("/etc/rvs/token")),
+            }
+        );
+    }
+
+    #[test]
+    fn control_errors_name_key_and_line() {
+        // PORTS is 9 lines; [control] is line 10.
+        expect_err(
+            &format!("{PORTS}[control]\nsocket = \"\"\n"),
+            11,
+            "control.socket",
+            "must not be empty",
+        );
+        expect_err(
+            &format!("{PORTS}[control]\nlisten = \"localhost:9180\"\ntoken_file = \"t\"\n"),
+            11,
+            "control.listen",
+            "invalid address \"localhost:9180\"",
+        );
+        expect_err(
+            &format!("{PORTS}[control]\nlisten = \"127.0.0.1:9180\"\n"),
+            11,
+            "control.listen",
+            "needs `token_file`",
+        );
+        expect_err(
+            &format!("{PORTS}[control]\ntoken_file = \"/etc/rvs/token\"\n"),
+            11,
+            "control.token_file",
+            "only used with `listen`",
+        );
+        expect_err(
+            &format!("{PORTS}[control]\nport = 1\n"),
+            11,
+            "control.port",
+            "unknown field",
+        );
     }
 }
