@@ -173,12 +173,14 @@ impl Control {
             ("POST", "/v1/ipvsadm") => {
                 let request: IpvsadmRequest = match serde_json::from_slice(body) {
                     Ok(r) => r,
-                    Err(e) => return Reply::error(
-                        400,
-                        &format!(
+                    Err(e) => {
+                        return Reply::error(
+                            400,
+                            &format!(
                             "body: {e} (expected {{\"args\": [\"-L\", \"-n\"], \"stdin\": \"\"}})"
                         ),
-                    ),
+                        )
+                    }
                 };
                 let out = self.ipvsadm(&request.args, &request.stdin);
                 Reply::json(
