@@ -160,3 +160,122 @@ fn answer(control: &mut Control, mut request: Request, token: Option<&String>) {
     };
     respond(request, reply, None);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::MacAddr;
+    use crate::config::parse;
+    use crate::control::client;
+    use crate::snapshot::Snapshot;
+    use crate::worker::Shared;
+    use arc_swap::ArcSwap;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir =
+                std::env::temp_dir().join(format!("rvs-control-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn control_config(socket: PathBuf) -> ControlConfig {
+        ControlConfig {
+            socket,
+            ..ControlConfig::default()
+        }
+    }
+
+    fn control() -> Control {
+        let text =
+            "[[port]]\nname = \"p\"\nvdev = \"net_null0\"\naddresses = [\"198.18.0.1/24\"]\n\
+                    [[service]]\nprotocol = \"udp\"\naddress = \"198.18.0.100:53\"\n";
+        let config = parse(text, "t.toml").unwrap();
+        let macs = vec![MacAddr([2, 0, 0, 0, 0, 1])];
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::compile(&config, &macs, 1)),
+            generation: AtomicU64::new(1),
+            stop: AtomicBool::new(false),
+        });
+        Control::new(config, macs, shared)
+    }
+
+    #[test]
+    fn unix_socket_serves_and_goes_away() {
+        let scratch = Scratch::new("serve");
+        // The directory does not exist yet: bind creates it.
+        let socket = scratch.0.join("run/rvsd.sock");
+        let endpoints = Endpoints::bind(&control_config(socket.clone())).unwrap();
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let mut control = control();
+        let path = socket.clone();
+        let asking = std::thread::spawn(move || {
+            let body = br#"{"args": ["-S", "-n"]}"#;
+            let reply = client::request(
+                UnixStream::connect(&path).unwrap(),
+                "POST",
+                "/v1/ipvsadm",
+                &[],
+                body,
+            )
+            .unwrap();
+            let missing =
+                client::request(UnixStream::connect(&path).unwrap(), "GET", "/v2", &[], b"")
+                    .unwrap();
+            (reply, missing)
+        });
+        while !asking.is_finished() {
+            endpoints.serve(&mut control, Duration::from_millis(20));
+        }
+        let (reply, missing) = asking.join().unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.body,
+            r#"{"stdout":"-A -u 198.18.0.100:53 -s wlc\n","stderr":"","code":0}"#
+        );
+        assert_eq!(missing.status, 404);
+
+        // A second rvsd on the same socket is refused.
+        let err = Endpoints::bind(&control_config(socket.clone()))
+            .err()
+            .unwrap();
+        assert!(err.contains("another rvsd is listening there"), "{err}");
+        drop(endpoints);
+        assert!(!socket.exists());
+    }
+
+    #[test]
+    fn stale_socket_is_replaced_and_other_files_are_not() {
+        let scratch = Scratch::new("stale");
+        std::fs::create_dir_all(&scratch.0).unwrap();
+        let socket = scratch.0.join("rvsd.sock");
+        // A listener that is gone leaves its socket file behind.
+        drop(UnixListener::bind(&socket).unwrap());
+        assert!(socket.exists());
+        let endpoints = Endpoints::bind(&control_config(socket.clone())).unwrap();
+        assert!(UnixStream::connect(&socket).is_ok());
+        drop(endpoints);
+
+        let file = scratch.0.join("not-a-socket");
+        std::fs::write(&file, "keep me").unwrap();
+        let err = Endpoints::bind(&control_config(file.clone()))
+            .err()
+            .unwrap();
+        assert!(err.contains("is not a socket"), "{err}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    }
+}
