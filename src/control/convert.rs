@@ -345,3 +345,43 @@ pub fn config_from_model(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    #[test]
+    fn config_to_model_and_back_is_identity() {
+        let config = parse(super::super::render::tests::FULL, "full.toml").unwrap();
+        let model = model_from_config(&config);
+        assert_eq!(model.services.len(), 3);
+        assert!(model.services[2].key.is_fwmark());
+        let back = config_from_model(&model, &config, &config.groups).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn a_deleted_group_comes_back_by_its_mark() {
+        let config = parse(super::super::render::tests::FULL, "full.toml").unwrap();
+        let mut model = model_from_config(&config);
+        model.services[2].group = None;
+        let back = config_from_model(&model, &config, &config.groups).unwrap();
+        assert_eq!(back.groups, config.groups);
+        let err = config_from_model(&model, &config, &[]).unwrap_err();
+        assert!(err.starts_with("-f 7: rvs has no firewall marks"), "{err}");
+    }
+
+    #[test]
+    fn file_keys_become_rvsadm_arguments() {
+        let services = vec![vec!["-t A".to_string(), "-t A -r B".to_string()]];
+        let groups = vec![vec!["-f 1".to_string()]];
+        let label = |key| label_of_key(key, &services, &groups);
+        assert_eq!(label("service[0].scheduler"), Some("-t A"));
+        assert_eq!(label("service[0].server[0].address"), Some("-t A -r B"));
+        assert_eq!(label("service[0].server[1].address"), None);
+        assert_eq!(label("group[0].members[1]"), Some("-f 1"));
+        assert_eq!(label("service[1]"), None);
+        assert_eq!(label("port[0].mtu"), None);
+    }
+}

@@ -158,11 +158,11 @@ fn body(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::parse;
 
-    const FULL: &str = r#"
+    pub(crate) const FULL: &str = r#"
 [dpdk]
 lcores = "0-2"
 memory_mb = 256
