@@ -42,6 +42,11 @@
 //! [[group.server]]
 //! address = "198.19.0.11"          # no port: keep the client's destination port
 //! forward = "nat"
+//!
+//! [control]                        # optional: rvsd's control API (docs/API.md)
+//! socket = "/run/rvs/rvsd.sock"    # Unix socket (mode 0600), the default
+//! listen = "127.0.0.1:9180"        # optional TCP listener, needs token_file
+//! token_file = "/etc/rvs/token"    # bearer token for `listen`
 //! ```
 //!
 //! `port.mac` is an rvs extension with no LVS counterpart: it overrides the
@@ -54,9 +59,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -86,6 +91,8 @@ pub struct Config {
     pub groups: Vec<GroupConfig>,
     /// Benchmark knobs (`[bench]`); off by default.
     pub bench: BenchConfig,
+    /// `[control]`: where the control API listens.
+    pub control: ControlConfig,
 }
 
 /// `[bench]`: settings for measuring rvsd, never for production.
@@ -95,6 +102,31 @@ pub struct BenchConfig {
     /// queues (a token bucket), so a source that never runs dry
     /// (`net_pcap` with `infinite_rx=1`) offers a chosen load. 0 = no limit.
     pub pace_pps: u64,
+}
+
+/// The control API's endpoints (`[control]`, docs/API.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// The Unix socket (always served; mode 0600).
+    pub socket: PathBuf,
+    /// An optional TCP listener; requests on it need the bearer token.
+    pub listen: Option<SocketAddr>,
+    /// The file holding that token; set exactly when `listen` is.
+    pub token_file: Option<PathBuf>,
+}
+
+impl ControlConfig {
+    pub const DEFAULT_SOCKET: &'static str = "/run/rvs/rvsd.sock";
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: PathBuf::from(Self::DEFAULT_SOCKET),
+            listen: None,
+            token_file: None,
+        }
+    }
 }
 
 /// EAL and memory settings (`[dpdk]`).
@@ -435,12 +467,21 @@ struct RawConfig {
     #[serde(default)]
     group: Vec<Spanned<RawGroup>>,
     bench: Option<RawBench>,
+    control: Option<RawControl>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBench {
     pace_pps: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -638,13 +679,73 @@ impl Cx<'_> {
         if let Some(pace) = raw.bench.and_then(|b| b.pace_pps) {
             bench.pace_pps = self.int_in(&pace, "bench.pace_pps", 0, 1_000_000_000)? as u64;
         }
+        let control = match raw.control {
+            Some(c) => self.control(c)?,
+            None => ControlConfig::default(),
+        };
         Ok(Config {
             dpdk,
             ports,
             services,
             groups,
             bench,
+            control,
         })
+    }
+
+    fn control(&self, raw: RawControl) -> Res<ControlConfig> {
+        let mut out = ControlConfig::default();
+        if let Some(socket) = raw.socket {
+            if socket.get_ref().is_empty() {
+                return Err(self.err(
+                    socket.span(),
+                    "control.socket",
+                    "socket path must not be empty (default \"/run/rvs/rvsd.sock\")",
+                ));
+            }
+            out.socket = PathBuf::from(socket.into_inner());
+        }
+        if let Some(listen) = &raw.listen {
+            let addr: SocketAddr = listen.get_ref().parse().map_err(|_| {
+                self.err(
+                    listen.span(),
+                    "control.listen",
+                    format!(
+                        "invalid address {:?} (expected address:port, e.g. \"127.0.0.1:9180\")",
+                        listen.get_ref()
+                    ),
+                )
+            })?;
+            out.listen = Some(addr);
+        }
+        match (&raw.listen, raw.token_file) {
+            (Some(listen), None) => {
+                return Err(self.err(
+                    listen.span(),
+                    "control.listen",
+                    "a TCP listener needs `token_file` (the bearer token clients must send)",
+                ))
+            }
+            (None, Some(token)) => {
+                return Err(self.err(
+                    token.span(),
+                    "control.token_file",
+                    "token_file is only used with `listen`; set both or neither",
+                ))
+            }
+            (Some(_), Some(token)) => {
+                if token.get_ref().is_empty() {
+                    return Err(self.err(
+                        token.span(),
+                        "control.token_file",
+                        "token_file must not be empty",
+                    ));
+                }
+                out.token_file = Some(PathBuf::from(token.into_inner()));
+            }
+            (None, None) => {}
+        }
+        Ok(out)
     }
 
     fn dpdk(&self, raw: RawDpdk) -> Res<DpdkConfig> {
@@ -1831,6 +1932,7 @@ addresses = ["198.19.0.1/24"]
             }],
             groups: vec![],
             bench: BenchConfig::default(),
+            control: ControlConfig::default(),
         };
         assert_eq!(c, want);
         assert_eq!(c.dpdk.main_lcore(), 0);
@@ -3063,5 +3165,59 @@ addresses = ["10.0.0.1/8"]
             i -= 1;
         }
         i
+    }
+
+    #[test]
+    fn control_defaults_and_values() {
+        let c = ok(PORTS);
+        assert_eq!(c.control, ControlConfig::default());
+        assert_eq!(c.control.socket, PathBuf::from("/run/rvs/rvsd.sock"));
+        let c = ok(&format!(
+            "{PORTS}[control]\nsocket = \"/tmp/x.sock\"\nlisten = \"127.0.0.1:9180\"\n\
+             token_file = \"/etc/rvs/token\"\n"
+        ));
+        assert_eq!(
+            c.control,
+            ControlConfig {
+                socket: PathBuf::from("/tmp/x.sock"),
+                listen: Some("127.0.0.1:9180".parse().unwrap()),
+                token_file: Some(PathBuf::from("/etc/rvs/token")),
+            }
+        );
+    }
+
+    #[test]
+    fn control_errors_name_key_and_line() {
+        // PORTS is 9 lines; [control] is line 10.
+        expect_err(
+            &format!("{PORTS}[control]\nsocket = \"\"\n"),
+            11,
+            "control.socket",
+            "must not be empty",
+        );
+        expect_err(
+            &format!("{PORTS}[control]\nlisten = \"localhost:9180\"\ntoken_file = \"t\"\n"),
+            11,
+            "control.listen",
+            "invalid address \"localhost:9180\"",
+        );
+        expect_err(
+            &format!("{PORTS}[control]\nlisten = \"127.0.0.1:9180\"\n"),
+            11,
+            "control.listen",
+            "needs `token_file`",
+        );
+        expect_err(
+            &format!("{PORTS}[control]\ntoken_file = \"/etc/rvs/token\"\n"),
+            11,
+            "control.token_file",
+            "only used with `listen`",
+        );
+        expect_err(
+            &format!("{PORTS}[control]\nport = 1\n"),
+            11,
+            "control.port",
+            "unknown field",
+        );
     }
 }

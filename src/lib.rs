@@ -4,6 +4,7 @@ pub mod addr;
 pub mod adm;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod counters;
 pub mod dpdk;
 pub mod neigh;

@@ -38,6 +38,9 @@ memory_mb = 256
 mbufs = 4095
 args = ["--no-shconf", "--log-level=warning"]
 
+[control]
+socket = "{socket}"
+
 [[port]]
 name = "one"
 vdev = "net_pcap0,rx_pcap={input},tx_pcap={output}"
@@ -50,7 +53,9 @@ addresses = ["198.18.0.1/24", "198.19.0.1/24"]
 ]
 "#,
         input = input.display(),
-        output = output.display()
+        output = output.display(),
+        // Each run has its own control socket, so the tests can run at once.
+        socket = output.with_extension("sock").display()
     )
 }
 

@@ -1,9 +1,13 @@
 //! rvsd: the rvs director daemon. Runs in the foreground, logs to stderr, and
 //! prints its counters as `name=value` lines on stdout when it stops.
+//!
+//! The management thread serves the control API (docs/API.md; rvsadm talks
+//! to it), stops on SIGINT/SIGTERM and reloads the configuration file on
+//! SIGHUP.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,6 +17,7 @@ use arc_swap::ArcSwap;
 use clap::Parser;
 
 use rvs::config::{self, Config, PortDevice};
+use rvs::control::{Control, Endpoints};
 use rvs::counters::{DropReason, WorkerCounters};
 use rvs::dpdk::{self, Mempool, Port};
 use rvs::pipeline::Limits;
@@ -58,7 +63,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    match run(&config) {
+    match run(&config, &args.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rvsd: {e}");
@@ -74,11 +79,19 @@ fn device_name(device: &PortDevice) -> &str {
     }
 }
 
-fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+/// How long the management thread waits for a request before it looks at
+/// the signal flags again.
+const POLL: Duration = Duration::from_millis(50);
+
+fn run(config: &Config, config_path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())?;
+    // Before the EAL: a socket that cannot be had fails fast.
+    let endpoints = Endpoints::bind(&config.control)?;
 
     dpdk::eal_init(&config.dpdk.eal_args(&config.ports))?;
     let worker_lcores: Vec<u32> = config.dpdk.lcore_ids[1..].to_vec();
@@ -137,10 +150,24 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         worker_lcores.len(),
         worker_lcores
     );
+    eprintln!(
+        "rvsd: control API on {}{}",
+        config.control.socket.display(),
+        config
+            .control
+            .listen
+            .map(|a| format!(" and http://{a}"))
+            .unwrap_or_default()
+    );
     let started = Instant::now();
+    let mut control = Control::new(config.clone(), macs.clone(), shared.clone());
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+        if hangup.swap(false, Ordering::Relaxed) {
+            reload(&mut control, config_path);
+        }
+        endpoints.serve(&mut control, POLL);
     }
+    drop(endpoints);
     eprintln!("rvsd: stopping");
     shared.stop.store(true, Ordering::Relaxed);
     dpdk::wait_all_workers();
@@ -155,6 +182,28 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     drop(pool);
     dpdk::eal_cleanup();
     Ok(())
+}
+
+/// SIGHUP: the file again; on any error the running configuration stays.
+fn reload(control: &mut Control, path: &Path) {
+    match config::load(path) {
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("rvsd: reload failed; keeping the running configuration");
+        }
+        Ok(next) => match control.reload(next) {
+            Ok(()) => eprintln!(
+                "rvsd: reloaded {}: {} services, {} groups",
+                path.display(),
+                control.running().services.len(),
+                control.running().groups.len()
+            ),
+            Err(why) => eprintln!(
+                "rvsd: {}: {why}; keeping the running configuration",
+                path.display()
+            ),
+        },
+    }
 }
 
 fn print_report(

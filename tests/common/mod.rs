@@ -139,7 +139,12 @@ impl Rvsd {
     pub fn start(lab: &Lab, config: &str) -> Rvsd {
         let dir = lab.state_dir();
         let conf = dir.join("rvsd.toml");
-        std::fs::write(&conf, config).unwrap();
+        // Each lab's rvsd has its own control socket, so labs can run at once.
+        let control = format!(
+            "\n[control]\nsocket = \"{}\"\n",
+            dir.join("rvsd.sock").display()
+        );
+        std::fs::write(&conf, format!("{config}{control}")).unwrap();
         let stderr_path = dir.join("rvsd.err");
         let child = Command::new("ip")
             .args(["netns", "exec", &format!("rvs-{}-director", lab.id)])

@@ -1,0 +1,421 @@
+//! The control API's requests, independent of any transport: the running
+//! configuration, what rvsadm does to it, and SIGHUP's reload.
+//!
+//! Every change goes the same way: a complete new [`Config`], validated,
+//! compiled with [`Snapshot::compile_next`] (servers that stay keep their
+//! ids, so their connections survive) and stored for the workers; a change
+//! that fails validation leaves everything as it was.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::addr::MacAddr;
+use crate::adm::{self, Output};
+use crate::config::{Config, GroupConfig};
+use crate::worker::Shared;
+
+use super::convert::{config_from_model, model_from_config};
+
+/// Largest request body accepted (a `-R` of a few thousand rules fits).
+pub const MAX_BODY: usize = 4 << 20;
+
+/// `POST /v1/ipvsadm`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpvsadmRequest {
+    /// rvsadm's argv without the program name.
+    pub args: Vec<String>,
+    /// Standard input (read by `-R` only).
+    #[serde(default)]
+    pub stdin: String,
+}
+
+/// `POST /v1/ipvsadm`'s reply.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IpvsadmReply {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+/// An HTTP status and a JSON body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    fn json<T: Serialize>(status: u16, value: &T) -> Reply {
+        match serde_json::to_string(value) {
+            Ok(body) => Reply { status, body },
+            Err(e) => Reply::error(500, &format!("cannot encode the reply: {e}")),
+        }
+    }
+
+    /// `{"error": message}`.
+    pub fn error(status: u16, message: &str) -> Reply {
+        Reply {
+            status,
+            body: serde_json::json!({ "error": message }).to_string(),
+        }
+    }
+}
+
+/// The management thread's view of the director.
+pub struct Control {
+    running: Config,
+    /// Every group a configuration file has defined (latest by mark): a
+    /// firewall-mark service deleted by rvsadm can come back with them.
+    known_groups: Vec<GroupConfig>,
+    port_macs: Vec<MacAddr>,
+    shared: Arc<Shared>,
+}
+
+/// Adds or replaces (by mark) `groups` in `known`.
+fn remember_groups(known: &mut Vec<GroupConfig>, groups: &[GroupConfig]) {
+    for g in groups {
+        known.retain(|k| k.mark != g.mark);
+        known.push(g.clone());
+    }
+}
+
+impl Control {
+    /// `running` is what `shared.snapshot` was compiled from.
+    pub fn new(running: Config, port_macs: Vec<MacAddr>, shared: Arc<Shared>) -> Control {
+        let mut known_groups = Vec::new();
+        remember_groups(&mut known_groups, &running.groups);
+        Control {
+            running,
+            known_groups,
+            port_macs,
+            shared,
+        }
+    }
+
+    pub fn running(&self) -> &Config {
+        &self.running
+    }
+
+    /// Compiles `config` against the current snapshot and hands it to the
+    /// workers.
+    fn install(&mut self, config: Config) {
+        let next = self
+            .shared
+            .snapshot
+            .load()
+            .compile_next(&config, &self.port_macs);
+        self.shared.snapshot.store(Arc::new(next));
+        self.shared.generation.fetch_add(1, Ordering::Release);
+        self.running = config;
+    }
+
+    /// `rvsadm ARGS` against the running table. A command that changes the
+    /// table is applied only if the whole new table is valid for rvs;
+    /// otherwise the reason is added to stderr and nothing changes.
+    pub fn ipvsadm(&mut self, args: &[String], stdin: &str) -> Output {
+        let before = model_from_config(&self.running);
+        let mut model = before.clone();
+        let mut output = adm::run(args, &mut model, stdin.as_bytes());
+        if model == before {
+            return output;
+        }
+        match config_from_model(&model, &self.running, &self.known_groups) {
+            Ok(config) => {
+                if config != self.running {
+                    self.install(config);
+                }
+            }
+            Err(refusal) => {
+                output.stderr.push_str(&refusal);
+                output.stderr.push('\n');
+                output
+                    .stderr
+                    .push_str("rvsadm: the running table is unchanged\n");
+                output.code = adm::error::EXIT_REFUSED;
+            }
+        }
+        output
+    }
+
+    /// SIGHUP: `config` (freshly loaded and validated) replaces the running
+    /// configuration, rvsadm's changes included. Ports, `[dpdk]` and
+    /// `[control]` are set up once at start: a change there is refused.
+    pub fn reload(&mut self, config: Config) -> Result<(), String> {
+        let r = &self.running;
+        if config.dpdk != r.dpdk {
+            return Err("[dpdk] changed; that needs a restart".into());
+        }
+        let devices = |c: &Config| -> Vec<(String, crate::config::PortDevice)> {
+            c.ports
+                .iter()
+                .map(|p| (p.name.clone(), p.device.clone()))
+                .collect()
+        };
+        if devices(&config) != devices(r) {
+            return Err("the ports (names or devices) changed; that needs a restart".into());
+        }
+        if config.control != r.control {
+            return Err("[control] changed; that needs a restart".into());
+        }
+        remember_groups(&mut self.known_groups, &config.groups);
+        if config != *r {
+            self.install(config);
+        }
+        Ok(())
+    }
+
+    /// One request: `method`, the URL's path, the body.
+    pub fn handle(&mut self, method: &str, path: &str, body: &[u8]) -> Reply {
+        match (method, path) {
+            ("POST", "/v1/ipvsadm") => {
+                let request: IpvsadmRequest = match serde_json::from_slice(body) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Reply::error(
+                            400,
+                            &format!(
+                            "body: {e} (expected {{\"args\": [\"-L\", \"-n\"], \"stdin\": \"\"}})"
+                        ),
+                        )
+                    }
+                };
+                let out = self.ipvsadm(&request.args, &request.stdin);
+                Reply::json(
+                    200,
+                    &IpvsadmReply {
+                        stdout: out.stdout,
+                        stderr: out.stderr,
+                        code: out.code,
+                    },
+                )
+            }
+            ("GET", "/v1/model") => Reply::json(200, &model_from_config(&self.running)),
+            (_, "/v1/ipvsadm") | (_, "/v1/model") => {
+                Reply::error(405, &format!("method {method} not allowed on {path}"))
+            }
+            _ => Reply::error(404, &format!("no such endpoint: {path}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adm::Model;
+    use crate::config::parse;
+    use crate::snapshot::Snapshot;
+    use arc_swap::ArcSwap;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    const BASE: &str = r#"
+[[port]]
+name = "one"
+vdev = "net_null0"
+addresses = ["198.18.0.1/24", "198.19.0.1/24"]
+
+[[service]]
+protocol = "tcp"
+address = "198.18.0.100:80"
+scheduler = "rr"
+[[service.server]]
+address = "198.19.0.11:8080"
+forward = "nat"
+
+[[group]]
+name = "web"
+mark = 3
+members = ["tcp:198.18.0.101:80", "tcp:198.18.0.101:443"]
+scheduler = "wrr"
+persistence = { timeout = 600 }
+[[group.server]]
+address = "198.19.0.21"
+forward = "nat"
+weight = 2
+"#;
+
+    fn control() -> Control {
+        let config = parse(BASE, "base.toml").unwrap();
+        let macs = vec![MacAddr([2, 0, 0, 0, 0, 1])];
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::compile(&config, &macs, 1)),
+            generation: AtomicU64::new(1),
+            stop: AtomicBool::new(false),
+        });
+        Control::new(config, macs, shared)
+    }
+
+    fn run(c: &mut Control, line: &str) -> Output {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        c.ipvsadm(&args, "")
+    }
+
+    fn generation(c: &Control) -> u64 {
+        c.shared.generation.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn listing_shows_services_and_groups() {
+        let mut c = control();
+        let out = run(&mut c, "-S -n");
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(
+            out.stdout,
+            "-A -t 198.18.0.100:80 -s rr\n\
+             -a -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -w 1\n\
+             -A -f 3 -s wrr -p 600\n\
+             -a -f 3 -r 198.19.0.21:0 -m -w 2\n"
+        );
+        assert_eq!(generation(&c), 1, "listing changes nothing");
+    }
+
+    #[test]
+    fn a_change_is_compiled_and_published() {
+        let mut c = control();
+        let old_snapshot = c.shared.snapshot.load_full();
+        let out = run(&mut c, "-a -t 198.18.0.100:80 -r 198.19.0.12:8080 -m -w 5");
+        assert_eq!((out.code, out.stderr.as_str()), (0, ""));
+        assert_eq!(generation(&c), 2);
+        let servers = &c.running().services[0].servers;
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[1].weight, 5);
+        let snapshot = c.shared.snapshot.load_full();
+        assert_eq!(snapshot.generation, old_snapshot.generation + 1);
+        // The server that stayed keeps its id.
+        let key = crate::snapshot::ServiceKey {
+            protocol: 6,
+            addr: "198.18.0.100".parse().unwrap(),
+            port: 80,
+        };
+        let rs1 = "198.19.0.11".parse().unwrap();
+        assert_eq!(
+            snapshot.dest_id_of(key, rs1, 8080),
+            old_snapshot.dest_id_of(key, rs1, 8080)
+        );
+        assert!(snapshot
+            .dest_id_of(key, "198.19.0.12".parse().unwrap(), 8080)
+            .is_some());
+    }
+
+    #[test]
+    fn an_invalid_table_is_refused_naming_the_argument() {
+        let mut c = control();
+        let before = c.running().clone();
+        // Off every port's prefix and there is no gateway.
+        let out = run(&mut c, "-a -t 198.18.0.100:80 -r 198.18.5.9:80 -m");
+        assert_eq!(out.code, 255);
+        assert!(
+            out.stderr.starts_with(
+                "-t 198.18.0.100:80 -r 198.18.5.9:80: server 198.18.5.9 is unreachable"
+            ),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(*c.running(), before);
+        assert_eq!(generation(&c), 1);
+
+        let refused = [
+            (
+                "-A -t [2001:db8::1]:80",
+                "-t [2001:db8::1]:80: rvs forwards IPv4 only",
+            ),
+            ("-A -f 9", "-f 9: rvs has no firewall marks"),
+            (
+                "-e -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -x 10",
+                "-t 198.18.0.100:80 -r 198.19.0.11:8080: connection thresholds",
+            ),
+            ("--set 10 0 0", "--set: rvs uses IPVS's default timeouts"),
+            (
+                "-E -t 198.18.0.100:80 -s rr -b flag-1",
+                "-t 198.18.0.100:80: -b flag-1",
+            ),
+            (
+                "-E -f 3 -s wrr -o",
+                "-f 3: one-packet scheduling is supported on UDP [[service]]s, not on groups",
+            ),
+            (
+                "-a -f 3 -r 198.19.0.22:80 -g",
+                "-f 3 -r 198.19.0.22:80: server 198.19.0.22:80: dr cannot change the port",
+            ),
+            (
+                "-A -t 198.18.0.101:80",
+                "-f 3: tcp 198.18.0.101:80 is also a [[service]]",
+            ),
+        ];
+        for (line, want) in refused {
+            let out = run(&mut c, line);
+            assert_eq!(out.code, 255, "{line}: {out:?}");
+            assert!(out.stderr.starts_with(want), "{line}: {}", out.stderr);
+            assert_eq!(*c.running(), before, "{line}");
+        }
+        assert_eq!(generation(&c), 1);
+    }
+
+    #[test]
+    fn an_adm_error_changes_nothing() {
+        let mut c = control();
+        let before = c.running().clone();
+        let out = run(&mut c, "-d -t 198.18.0.100:80 -r 198.19.0.99:8080");
+        assert_eq!(out.code, 255);
+        assert_eq!(
+            out.stderr,
+            "No such destination: -t 198.18.0.100:80 -r 198.19.0.99:8080\n"
+        );
+        assert_eq!(*c.running(), before);
+    }
+
+    #[test]
+    fn save_clear_restore_keeps_groups() {
+        let mut c = control();
+        let before = c.running().clone();
+        let saved = run(&mut c, "-S -n").stdout;
+        assert_eq!(run(&mut c, "-C").code, 0);
+        assert!(c.running().services.is_empty() && c.running().groups.is_empty());
+        let out = c.ipvsadm(&["-R".to_string()], &saved);
+        assert_eq!((out.code, out.stderr.as_str()), (0, ""));
+        assert_eq!(*c.running(), before);
+        assert_eq!(run(&mut c, "-S -n").stdout, saved);
+    }
+
+    #[test]
+    fn reload_replaces_services_but_not_ports() {
+        let mut c = control();
+        let mut next = c.running().clone();
+        next.services.clear();
+        c.reload(next.clone()).unwrap();
+        assert_eq!(*c.running(), next);
+        assert_eq!(generation(&c), 2);
+
+        let mut other_port = next.clone();
+        other_port.ports[0].device = crate::config::PortDevice::Vdev("net_null9".into());
+        let err = c.reload(other_port).unwrap_err();
+        assert!(err.contains("needs a restart"), "{err}");
+        assert_eq!(*c.running(), next);
+    }
+
+    #[test]
+    fn http_requests() {
+        let mut c = control();
+        let reply = c.handle("POST", "/v1/ipvsadm", br#"{"args": ["-D", "-f", "3"]}"#);
+        assert_eq!(reply.status, 200);
+        let out: IpvsadmReply = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(c.running().groups.is_empty());
+
+        let reply = c.handle("GET", "/v1/model", b"");
+        assert_eq!(reply.status, 200);
+        let model: Model = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(model, model_from_config(c.running()));
+        assert_eq!(model.services.len(), 1);
+
+        assert_eq!(c.handle("POST", "/v1/ipvsadm", b"{").status, 400);
+        assert_eq!(
+            c.handle("POST", "/v1/ipvsadm", br#"{"argv": []}"#).status,
+            400
+        );
+        assert_eq!(c.handle("GET", "/v1/ipvsadm", b"").status, 405);
+        assert_eq!(c.handle("GET", "/v2/x", b"").status, 404);
+    }
+}
