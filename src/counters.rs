@@ -77,6 +77,12 @@ impl Counter {
         self.add(1);
     }
 
+    /// For gauges (a value, not a count), still written by one thread.
+    #[inline]
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -93,6 +99,10 @@ pub struct DestCounters {
     pub out_packets: Counter,
     pub in_bytes: Counter,
     pub out_bytes: Counter,
+    /// Gauges: this worker's connections to the destination in ESTABLISHED
+    /// state and in any other (IPVS's ActiveConn / InActConn).
+    pub active: Counter,
+    pub inactive: Counter,
 }
 
 /// A worker's [`DestCounters`] indexed by dest id. The worker replaces the
@@ -188,6 +198,8 @@ impl WorkerCounters {
                     d.out_packets.add(old.out_packets.get());
                     d.in_bytes.add(old.in_bytes.get());
                     d.out_bytes.add(old.out_bytes.get());
+                    d.active.set(old.active.get());
+                    d.inactive.set(old.inactive.get());
                 }
                 d
             })

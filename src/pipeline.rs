@@ -251,6 +251,11 @@ impl DataPlane {
             Some(_) => load.inactive += 1,
             None => {}
         }
+        let (active, inactive) = (load.active, load.inactive);
+        if let Some(d) = self.dest_stats.get(dest_id as usize) {
+            d.active.set(u64::from(active));
+            d.inactive.set(u64::from(inactive));
+        }
     }
 
     /// Classifies and rewrites one received frame.

@@ -5,6 +5,7 @@
 //!   against the running configuration, the model as JSON, reloads.
 //! - [`convert`]: running [`crate::config::Config`] ⇄ rvsadm's
 //!   [`crate::adm::Model`], validated by the configuration's own rules.
+//! - [`live`]: the workers' counters summed, rates, `-Z`.
 //! - [`render`]: a `Config` back to the file's TOML.
 //! - [`auth`]: the TCP listener's token.
 //! - [`client`]: the HTTP client rvsadm uses.
@@ -14,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod convert;
+pub mod live;
 pub mod render;
 pub mod server;
 
