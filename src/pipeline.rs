@@ -177,9 +177,13 @@ impl DataPlane {
         let Some((s, r)) = self.slot(dest_id) else {
             return;
         };
-        let Some(load) = self.services.get_mut(s).and_then(|s| s.loads.get_mut(r)) else {
+        let Some(service) = self.services.get_mut(s) else {
             return;
         };
+        let Some(load) = service.loads.get_mut(r) else {
+            return;
+        };
+        let before = *load;
         match old {
             Some(st) if st.is_active() => load.active = load.active.saturating_sub(1),
             Some(_) => load.inactive = load.inactive.saturating_sub(1),
@@ -189,6 +193,9 @@ impl DataPlane {
             Some(st) if st.is_active() => load.active += 1,
             Some(_) => load.inactive += 1,
             None => {}
+        }
+        if *load != before {
+            service.scheduler.load_changed(&service.loads, r);
         }
     }
 

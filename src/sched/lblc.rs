@@ -202,13 +202,13 @@ impl Scheduler for LocalityLeastConnection {
                     return Some(index);
                 }
             }
-            let chosen = WeightedLeastConnection::new().pick(servers, flow)?;
+            let chosen = WeightedLeastConnection::scan(servers)?;
             // An index past u32 cannot be remembered: the slot is dropped.
             slot.server = u32::try_from(chosen).unwrap_or(EMPTY);
             return Some(chosen);
         }
 
-        let chosen = WeightedLeastConnection::new().pick(servers, flow)?;
+        let chosen = WeightedLeastConnection::scan(servers)?;
         let Ok(server) = u32::try_from(chosen) else {
             return Some(chosen);
         };
@@ -406,7 +406,7 @@ mod tests {
                     }
                 }
             }
-            let chosen = WeightedLeastConnection::new().pick(servers, &flow())?;
+            let chosen = WeightedLeastConnection::scan(servers)?;
             self.table.insert(dest, (chosen, now));
             Some(chosen)
         }

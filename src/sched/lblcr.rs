@@ -240,14 +240,14 @@ impl Scheduler for LocalityReplicated {
                     return Some(index);
                 }
             }
-            let chosen = WeightedLeastConnection::new().pick(servers, flow)?;
+            let chosen = WeightedLeastConnection::scan(servers)?;
             if let Ok(server) = u32::try_from(chosen) {
                 entry.insert(server, now);
             }
             return Some(chosen);
         }
 
-        let chosen = WeightedLeastConnection::new().pick(servers, flow)?;
+        let chosen = WeightedLeastConnection::scan(servers)?;
         let Ok(server) = u32::try_from(chosen) else {
             return Some(chosen);
         };
@@ -471,7 +471,7 @@ mod tests {
     }
 
     fn wlc(servers: &[ServerLoad]) -> Option<usize> {
-        WeightedLeastConnection::new().pick(servers, &flow())
+        WeightedLeastConnection::scan(servers)
     }
 
     /// Position in `set` of the least (or most) overhead/weight member of

@@ -39,6 +39,7 @@ mod ovf;
 mod rr;
 mod sed;
 mod sh;
+mod tree;
 mod twos;
 mod wlc;
 mod wrr;
@@ -117,11 +118,24 @@ pub trait Scheduler: Send {
     ///
     /// The worker must call it with the service's new server slice after
     /// every change to the list or to any weight, before the next `pick`,
-    /// and once after `build` before the first `pick`. Connection counts
-    /// are not configuration: they change between picks without a call.
-    /// Control path; the default does nothing.
+    /// and once after `build` before the first `pick`. It re-reads the
+    /// whole slice, connection counts included. Control path (may
+    /// allocate); the default does nothing.
     fn update(&mut self, servers: &[ServerLoad]) {
         let _ = servers;
+    }
+    /// Load-change hook: the worker must call it after it changed
+    /// `servers[index].active` or `.inactive` (a connection created, moved
+    /// between active and inactive, or gone), once per change, with the
+    /// slice it will next pass to `pick`; weights and the list itself change
+    /// only through [`update`](Self::update). Schedulers that keep servers
+    /// ordered by load (`lc`, `wlc`, `sed`, `nq`, and the `wlc` choice of
+    /// `lblc`/`lblcr`) rely on it; see each one for what happens when a
+    /// call is missed. Packet path: O(log n) at most, no allocation; the
+    /// default does nothing.
+    #[inline]
+    fn load_changed(&mut self, servers: &[ServerLoad], index: usize) {
+        let _ = (servers, index);
     }
 }
 
