@@ -177,13 +177,9 @@ impl DataPlane {
         let Some((s, r)) = self.slot(dest_id) else {
             return;
         };
-        let Some(service) = self.services.get_mut(s) else {
+        let Some(load) = self.services.get_mut(s).and_then(|s| s.loads.get_mut(r)) else {
             return;
         };
-        let Some(load) = service.loads.get_mut(r) else {
-            return;
-        };
-        let before = *load;
         match old {
             Some(st) if st.is_active() => load.active = load.active.saturating_sub(1),
             Some(_) => load.inactive = load.inactive.saturating_sub(1),
@@ -194,8 +190,8 @@ impl DataPlane {
             Some(_) => load.inactive += 1,
             None => {}
         }
-        if *load != before {
-            service.scheduler.load_changed(&service.loads, r);
+        if let Some(svc) = self.services.get_mut(s) {
+            svc.scheduler.load_changed(&svc.loads, r);
         }
     }
 
