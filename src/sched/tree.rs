@@ -1,6 +1,7 @@
 //! A tournament tree over server indices: the ordered structure behind the
-//! least-load schedulers (`lc`, `wlc`, `sed`, `nq`), so that a pick does not
-//! walk every server as the kernel's does.
+//! schedulers that choose "the best server by some order" (`lc`, `wlc`,
+//! `sed`, `nq`, `fo`, `ovf`), so that a pick does not walk every server as
+//! the kernel's does.
 //!
 //! # The rule it keeps
 //!
@@ -249,12 +250,22 @@ mod tests {
     use proptest::prelude::*;
     use std::cmp::Ordering;
 
-    /// The schedulers built on the tree.
-    const TREE_KINDS: [SchedulerKind; 4] = [
+    /// The least-load schedulers: an idle server beats a busy one.
+    const LEAST_LOAD_KINDS: [SchedulerKind; 4] = [
         SchedulerKind::Lc,
         SchedulerKind::Wlc,
         SchedulerKind::Sed,
         SchedulerKind::Nq,
+    ];
+
+    /// All the schedulers built on the tree.
+    const TREE_KINDS: [SchedulerKind; 6] = [
+        SchedulerKind::Lc,
+        SchedulerKind::Wlc,
+        SchedulerKind::Sed,
+        SchedulerKind::Nq,
+        SchedulerKind::Fo,
+        SchedulerKind::Ovf,
     ];
 
     /// `a/b` against `c/d` (b, d > 0) exactly.
@@ -290,6 +301,19 @@ mod tests {
                 .iter()
                 .position(|s| s.weight > 0 && s.active == 0)
                 .or_else(|| least_ratio(servers, queue)),
+            // The first of the highest weights, among servers within
+            // budget for ovf.
+            SchedulerKind::Fo | SchedulerKind::Ovf => {
+                let eligible = |s: &ServerLoad| {
+                    s.weight > 0 && (kind == SchedulerKind::Fo || s.active <= s.weight)
+                };
+                let max = servers
+                    .iter()
+                    .filter(|s| eligible(s))
+                    .map(|s| s.weight)
+                    .max()?;
+                servers.iter().position(|s| eligible(s) && s.weight == max)
+            }
             other => unreachable!("{other} is not a tree scheduler"),
         }
     }
@@ -396,7 +420,8 @@ mod tests {
         #[test]
         fn scans_follow_the_kernel_rule(list in crate::sched::testing::servers()) {
             use crate::sched::{
-                LeastConnection, NeverQueue, ShortestExpectedDelay, WeightedLeastConnection,
+                LeastConnection, NeverQueue, ShortestExpectedDelay, WeightedFailover,
+                WeightedLeastConnection, WeightedOverflow,
             };
             prop_assert_eq!(LeastConnection::scan(&list), reference(SchedulerKind::Lc, &list));
             prop_assert_eq!(
@@ -408,12 +433,14 @@ mod tests {
                 reference(SchedulerKind::Sed, &list)
             );
             prop_assert_eq!(NeverQueue::scan(&list), reference(SchedulerKind::Nq, &list));
+            prop_assert_eq!(WeightedFailover::scan(&list), reference(SchedulerKind::Fo, &list));
+            prop_assert_eq!(WeightedOverflow::scan(&list), reference(SchedulerKind::Ovf, &list));
         }
     }
 
     #[test]
     fn weight_zero_servers_are_never_chosen_until_weighted_again() {
-        for kind in TREE_KINDS {
+        for kind in LEAST_LOAD_KINDS {
             // The idle first server has weight 0: the busy second one wins.
             let mut servers = vec![server(0, 0, 0), server(1, 9, 9)];
             let mut sched = kind.build();
@@ -437,7 +464,7 @@ mod tests {
 
     #[test]
     fn servers_added_and_removed_are_seen_after_update() {
-        for kind in TREE_KINDS {
+        for kind in LEAST_LOAD_KINDS {
             let mut servers = vec![server(1, 5, 0), server(1, 3, 0)];
             let mut sched = kind.build();
             sched.update(&servers);
