@@ -29,7 +29,9 @@
 //!
 //! * [`LoadTree::winner`]: O(1) (node 1).
 //! * [`LoadTree::set`] (one server's load or weight changed): O(log n), the
-//!   leaf-to-root path, one comparison per level.
+//!   leaf-to-root path, one comparison per level; it stops early at the
+//!   first match whose result (winner and key) did not change, which is
+//!   soon for a server far from winning.
 //! * [`LoadTree::rebuild`]: O(n); allocates only when the server count grows
 //!   past the current capacity.
 //!
@@ -72,7 +74,7 @@ const NONE: u32 = u32::MAX;
 /// plane's own server slots are). A longer list is answered by [`scan`].
 const MAX_SERVERS: usize = NONE as usize;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Node<K> {
     key: K,
     /// Server index, or [`NONE`].
@@ -157,7 +159,12 @@ impl<R: Rank> LoadTree<R> {
         self.nodes[node] = Self::leaf(index, &servers[index]);
         while node > 1 {
             node /= 2;
-            self.nodes[node] = self.play(node);
+            let winner = self.play(node);
+            if winner == self.nodes[node] {
+                // Same winner with the same key: nothing above changes.
+                break;
+            }
+            self.nodes[node] = winner;
         }
     }
 
