@@ -119,6 +119,9 @@ const SCANS: [(&str, Scan); 6] = [
     ("ovf", WeightedOverflow::scan),
 ];
 
+/// How a step chooses the server: the scheduler's pick, a kernel walk, ...
+type Choose<'a> = dyn FnMut(&mut dyn Scheduler, &[ServerLoad], &FlowInfo) -> Option<usize> + 'a;
+
 /// A service's servers under steady connection churn, as a worker sees it:
 /// each step schedules one connection; the oldest open connection closes
 /// (active → inactive) once `open` is full, and the oldest closed one
@@ -171,12 +174,7 @@ impl Churn {
 
     /// One connection scheduled by `choose`, and the churn it causes;
     /// `notify` reports each count change to `sched`.
-    fn step(
-        &mut self,
-        sched: &mut dyn Scheduler,
-        notify: bool,
-        choose: &mut dyn FnMut(&mut dyn Scheduler, &[ServerLoad], &FlowInfo) -> Option<usize>,
-    ) {
+    fn step(&mut self, sched: &mut dyn Scheduler, notify: bool, choose: &mut Choose<'_>) {
         let flow = self.next_flow();
         let chosen = choose(sched, &self.servers, black_box(&flow));
         if let Some(i) = chosen {
