@@ -2,8 +2,9 @@
 //! build, the connection table and the packet pipeline.
 //!
 //! `cargo bench --bench micro` prints one table row per measurement: name,
-//! n (servers, or table entries), mean ns per operation and operations per
-//! second. `RVS_BENCH_QUICK=1` runs every measurement with tiny iteration
+//! n (servers, or table entries), ns per operation (the median over batches
+//! of each batch's mean) and operations per second. An argument filters
+//! the groups (`cargo bench --bench micro -- conn`). `RVS_BENCH_QUICK=1` runs every measurement with tiny iteration
 //! counts, a seconds-long smoke run for CI. Nothing here asserts anything
 //! about time; the numbers depend on the machine.
 //!
@@ -57,39 +58,35 @@ impl Bench {
     }
 
     /// Calls `op` in batches of `batch` until the budget is spent (at least
-    /// one batch) and prints the mean.
+    /// one batch) and prints the result.
     fn run(&self, name: &str, n: usize, batch: usize, mut op: impl FnMut()) {
-        let mut calls = 0u64;
-        let mut elapsed = Duration::ZERO;
-        loop {
+        self.run_timed(name, n, || {
             let start = Instant::now();
             for _ in 0..batch {
                 op();
             }
-            elapsed += start.elapsed();
-            calls += batch as u64;
-            if elapsed >= self.budget() {
-                break;
-            }
-        }
-        row(name, n, calls, elapsed);
+            (batch as u64, start.elapsed())
+        });
     }
 
     /// Like [`run`](Self::run) for operations that need untimed work
     /// between batches: `batch` runs one batch and returns the calls it
-    /// made and the time they took.
+    /// made and the time they took. Prints the median over the batches of
+    /// their mean time per call: on a shared machine a batch that lost the
+    /// CPU to another process does not skew it the way a plain mean would.
     fn run_timed(&self, name: &str, n: usize, mut batch: impl FnMut() -> (u64, Duration)) {
-        let mut calls = 0u64;
+        let mut per_call = Vec::new();
         let mut elapsed = Duration::ZERO;
         loop {
-            let (c, e) = batch();
-            calls += c;
-            elapsed += e;
+            let (calls, took) = batch();
+            per_call.push(took.as_nanos() as f64 / calls.max(1) as f64);
+            elapsed += took;
             if elapsed >= self.budget() {
                 break;
             }
         }
-        row(name, n, calls, elapsed);
+        per_call.sort_by(f64::total_cmp);
+        row(name, n, per_call[per_call.len() / 2]);
     }
 }
 
@@ -97,8 +94,7 @@ fn header() {
     println!("{:<40} {:>8} {:>14} {:>14}", "name", "n", "ns/op", "ops/s");
 }
 
-fn row(name: &str, n: usize, calls: u64, elapsed: Duration) {
-    let ns = elapsed.as_nanos() as f64 / calls.max(1) as f64;
+fn row(name: &str, n: usize, ns: f64) {
     let per_second = if ns > 0.0 { 1e9 / ns } else { f64::INFINITY };
     println!("{name:<40} {n:>8} {ns:>14.1} {per_second:>14.0}");
 }
