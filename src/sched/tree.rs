@@ -54,7 +54,7 @@
 
 use super::ServerLoad;
 
-/// How one least-load scheduler ranks servers.
+/// How a scheduler on the tree ranks servers.
 pub(crate) trait Rank {
     /// What the tree keeps of a server to compare it with another.
     type Key: Copy + Default + PartialEq + std::fmt::Debug;
@@ -124,9 +124,10 @@ impl<R: Rank> LoadTree<R> {
     /// allocate when the list outgrows the current capacity.
     pub(crate) fn rebuild(&mut self, servers: &[ServerLoad]) {
         if servers.len() > MAX_SERVERS {
-            // Never equal to a slice length the tree could track: pick scans.
+            // Track nothing, under a length no slice of 12-byte records can
+            // have: `set` ignores every report and `pick` walks the list.
             *self = Self::default();
-            self.len = servers.len();
+            self.len = usize::MAX;
             return;
         }
         let capacity = servers.len().max(1).next_power_of_two();
