@@ -256,6 +256,9 @@ impl DataPlane {
             d.active.set(u64::from(active));
             d.inactive.set(u64::from(inactive));
         }
+        if let Some(svc) = self.services.get_mut(s) {
+            svc.scheduler.load_changed(&svc.loads, r);
+        }
     }
 
     /// Classifies and rewrites one received frame.

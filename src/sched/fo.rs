@@ -13,17 +13,49 @@
 //! lowers the leader's weight (to 0 to take it out), which is how failover
 //! is driven.
 //!
-//! Cost: one pass over the list, O(n); no state.
+//! Cost: the kernel walks the list on every pick. The choice depends on
+//! the weights only, so here the servers sit in a tournament tree
+//! ([`super::tree`]) ordered by weight (heaviest first) and list position,
+//! built by `update` (O(n)): a pick is O(1), and load changes need no
+//! notification. [`WeightedFailover::scan`] is the kernel's walk.
 
+use super::tree::{scan, LoadTree, Rank};
 use super::{FlowInfo, Scheduler, ServerLoad};
 
 /// The `fo` scheduler. See the module documentation.
 #[derive(Clone, Debug, Default)]
-pub struct WeightedFailover;
+pub struct WeightedFailover {
+    tree: LoadTree<HeaviestFirst>,
+}
+
+/// `fo`'s order: highest weight first.
+#[derive(Clone, Copy, Debug, Default)]
+struct HeaviestFirst;
+
+impl Rank for HeaviestFirst {
+    type Key = u32;
+
+    #[inline]
+    fn key(server: &ServerLoad) -> Option<u32> {
+        server.is_available().then_some(server.weight)
+    }
+
+    #[inline]
+    fn precedes(a: &u32, b: &u32) -> bool {
+        a > b
+    }
+}
 
 impl WeightedFailover {
+    /// Call [`Scheduler::update`] before the first pick.
     pub fn new() -> Self {
-        Self
+        Self::default()
+    }
+
+    /// The kernel's choice by a walk over every server, O(n), without
+    /// state: what [`Scheduler::pick`] returns, for comparison.
+    pub fn scan(servers: &[ServerLoad]) -> Option<usize> {
+        scan::<HeaviestFirst>(servers)
     }
 }
 
@@ -32,16 +64,13 @@ impl Scheduler for WeightedFailover {
         "fo"
     }
 
+    #[inline]
     fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
-        let mut best: Option<usize> = None;
-        let mut highest = 0u32;
-        for (index, server) in servers.iter().enumerate() {
-            if server.weight > highest {
-                highest = server.weight;
-                best = Some(index);
-            }
-        }
-        best
+        self.tree.pick(servers)
+    }
+
+    fn update(&mut self, servers: &[ServerLoad]) {
+        self.tree.rebuild(servers);
     }
 }
 
@@ -52,7 +81,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn pick(servers: &[ServerLoad]) -> Option<usize> {
-        WeightedFailover::new().pick(servers, &flow())
+        let mut fo = WeightedFailover::new();
+        fo.update(servers);
+        let chosen = fo.pick(servers, &flow());
+        assert_eq!(chosen, WeightedFailover::scan(servers));
+        chosen
     }
 
     #[test]

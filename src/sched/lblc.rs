@@ -70,8 +70,16 @@
 //! Deviation: the kernel, keyed by server identity, keeps the other
 //! servers' entries when one server is added or removed.
 //!
-//! Cost: O(n) per pick (the overload test and `wlc` each scan the list
-//! once), plus O(WAYS) for the table.
+//! # Cost
+//!
+//! The kernel walks the server list for the overload test and again for
+//! the `wlc` choice. Here both are kept up to date as loads change: the
+//! `wlc` choice in a tournament tree ([`WeightedLeastConnection`]) and the
+//! number of servers below half their weight in a counter. A pick is O(WAYS)
+//! for the table plus O(1); [`Scheduler::load_changed`] is O(log n) and
+//! `update` O(n). A list of another length than at the last `update` is
+//! handled by walking it, as the kernel does; debug builds check that no
+//! load change went unreported.
 
 use super::{FlowInfo, Scheduler, ServerLoad, WeightedLeastConnection};
 
@@ -110,6 +118,9 @@ pub struct LocalityLeastConnection {
     expiration: u64,
     /// Server count at the last `update`.
     servers_len: usize,
+    /// The `wlc` choice, kept ordered (see [`WeightedLeastConnection`]).
+    wlc: WeightedLeastConnection,
+    half_idle: HalfIdle,
 }
 
 impl Default for LocalityLeastConnection {
@@ -118,13 +129,73 @@ impl Default for LocalityLeastConnection {
     }
 }
 
+/// Whether `server` holds fewer active connections than half its weight.
+#[inline]
+fn below_half(server: &ServerLoad) -> bool {
+    u64::from(server.active) * 2 < u64::from(server.weight)
+}
+
+/// The "some server is below half its weight" part of the overload test,
+/// kept per load change so that the test costs O(1) instead of a walk.
+/// Rebuilt by `update` (O(n)), adjusted by `load_changed` (O(1)).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HalfIdle {
+    /// Per server, whether it was below half at the last report.
+    below: Vec<bool>,
+    /// How many are.
+    count: usize,
+}
+
+impl HalfIdle {
+    pub(crate) fn rebuild(&mut self, servers: &[ServerLoad]) {
+        self.below.clear();
+        self.below.extend(servers.iter().map(below_half));
+        self.count = self.below.iter().filter(|&&b| b).count();
+    }
+
+    /// Server `index`'s load changed. Ignored for a list of another
+    /// length (`any` then walks the list).
+    #[inline]
+    pub(crate) fn set(&mut self, servers: &[ServerLoad], index: usize) {
+        if servers.len() != self.below.len() || index >= servers.len() {
+            return;
+        }
+        let now = below_half(&servers[index]);
+        if std::mem::replace(&mut self.below[index], now) != now {
+            if now {
+                self.count += 1;
+            } else {
+                self.count -= 1;
+            }
+        }
+    }
+
+    /// Whether some server is below half its weight. O(1) while every
+    /// change was reported; a walk for a list of another length. Debug
+    /// builds check the count against the slice.
+    #[inline]
+    pub(crate) fn any(&self, servers: &[ServerLoad]) -> bool {
+        if servers.len() != self.below.len() {
+            return servers.iter().any(below_half);
+        }
+        debug_assert_eq!(
+            self.count,
+            servers.iter().filter(|s| below_half(s)).count(),
+            "lblc/lblcr: a load change was not reported"
+        );
+        self.count > 0
+    }
+}
+
 /// `is_overloaded` of the kernel's `lblc` and `lblcr` (see the module
-/// documentation).
-pub(crate) fn is_overloaded(servers: &[ServerLoad], server: &ServerLoad) -> bool {
-    server.active > server.weight
-        && servers
-            .iter()
-            .any(|d| u64::from(d.active) * 2 < u64::from(d.weight))
+/// documentation); `half_idle` knows whether some server is below half.
+#[inline]
+pub(crate) fn is_overloaded(
+    servers: &[ServerLoad],
+    server: &ServerLoad,
+    half_idle: &HalfIdle,
+) -> bool {
+    server.active > server.weight && half_idle.any(servers)
 }
 
 /// The set index for `key` in a table of `set_mask + 1` sets.
@@ -154,6 +225,8 @@ impl LocalityLeastConnection {
             set_mask: sets - 1,
             expiration: expiration_ms,
             servers_len: 0,
+            wlc: WeightedLeastConnection::new(),
+            half_idle: HalfIdle::default(),
         }
     }
 
@@ -175,11 +248,6 @@ impl LocalityLeastConnection {
     fn is_live(&self, slot: &Slot, now: u64) -> bool {
         slot.server != EMPTY && now.saturating_sub(slot.last_use) < self.expiration
     }
-
-    fn set(&mut self, key: u32) -> &mut [Slot] {
-        let start = set_of(key, self.set_mask) * WAYS;
-        &mut self.slots[start..start + WAYS]
-    }
 }
 
 impl Scheduler for LocalityLeastConnection {
@@ -192,23 +260,24 @@ impl Scheduler for LocalityLeastConnection {
         let now = flow.now;
         let expiration = self.expiration;
         let live = |s: &Slot| s.server != EMPTY && now.saturating_sub(s.last_use) < expiration;
-        let set = self.set(key);
+        let start = set_of(key, self.set_mask) * WAYS;
+        let set = &mut self.slots[start..start + WAYS];
 
         if let Some(slot) = set.iter_mut().find(|s| live(s) && s.key == key) {
             slot.last_use = now;
             let index = slot.server as usize;
             if let Some(server) = servers.get(index) {
-                if server.is_available() && !is_overloaded(servers, server) {
+                if server.is_available() && !is_overloaded(servers, server, &self.half_idle) {
                     return Some(index);
                 }
             }
-            let chosen = WeightedLeastConnection::new().pick(servers, flow)?;
+            let chosen = self.wlc.pick(servers, flow)?;
             // An index past u32 cannot be remembered: the slot is dropped.
             slot.server = u32::try_from(chosen).unwrap_or(EMPTY);
             return Some(chosen);
         }
 
-        let chosen = WeightedLeastConnection::new().pick(servers, flow)?;
+        let chosen = self.wlc.pick(servers, flow)?;
         let Ok(server) = u32::try_from(chosen) else {
             return Some(chosen);
         };
@@ -238,6 +307,14 @@ impl Scheduler for LocalityLeastConnection {
             self.clear();
             self.servers_len = servers.len();
         }
+        self.wlc.update(servers);
+        self.half_idle.rebuild(servers);
+    }
+
+    #[inline]
+    fn load_changed(&mut self, servers: &[ServerLoad], index: usize) {
+        self.wlc.load_changed(servers, index);
+        self.half_idle.set(servers, index);
     }
 }
 
@@ -257,6 +334,19 @@ mod tests {
         }
     }
 
+    /// A pick after reporting every server's load, as the worker does
+    /// after each change (`load_changed` ignores a list of another length).
+    fn reported_pick<S: Scheduler>(
+        sched: &mut S,
+        servers: &[ServerLoad],
+        flow: &FlowInfo,
+    ) -> Option<usize> {
+        for index in 0..servers.len() {
+            sched.load_changed(servers, index);
+        }
+        sched.pick(servers, flow)
+    }
+
     fn fresh(servers: &[ServerLoad]) -> LocalityLeastConnection {
         let mut lblc = LocalityLeastConnection::new();
         lblc.update(servers);
@@ -267,16 +357,16 @@ mod tests {
     fn same_destination_same_server() {
         let mut list = vec![server(1, 0, 0), server(1, 0, 0), server(1, 0, 0)];
         let mut lblc = fresh(&list);
-        assert_eq!(lblc.pick(&list, &to(1, 0)), Some(0));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(1, 0)), Some(0));
         list[0].active += 1;
         // wlc would now pick 1; the entry keeps destination 1 on server 0.
-        assert_eq!(lblc.pick(&list, &to(1, 10)), Some(0));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(1, 10)), Some(0));
         // A new destination goes by wlc.
-        assert_eq!(lblc.pick(&list, &to(2, 10)), Some(1));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(2, 10)), Some(1));
         list[1].active += 1;
-        assert_eq!(lblc.pick(&list, &to(3, 10)), Some(2));
-        assert_eq!(lblc.pick(&list, &to(2, 20)), Some(1));
-        assert_eq!(lblc.pick(&list, &to(1, 20)), Some(0));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(3, 10)), Some(2));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(2, 20)), Some(1));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(1, 20)), Some(0));
         assert_eq!(lblc.live_entries(20), 3);
     }
 
@@ -285,41 +375,41 @@ mod tests {
         // Server 0: 3 active > weight 2. Server 1: 2*1 < 4 is half idle.
         let mut list = vec![server(2, 0, 0), server(4, 1, 0)];
         let mut lblc = fresh(&list);
-        assert_eq!(lblc.pick(&list, &to(7, 0)), Some(0));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(7, 0)), Some(0));
         // At its weight: not overloaded.
         list[0].active = 2;
-        assert_eq!(lblc.pick(&list, &to(7, 1)), Some(0));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(7, 1)), Some(0));
         // Past it, but the other is at half (2*2 == 4, not below): kept.
         list[0].active = 3;
         list[1].active = 2;
-        assert_eq!(lblc.pick(&list, &to(7, 2)), Some(0));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(7, 2)), Some(0));
         // The other drops below half: overloaded, re-picked by wlc, remembered.
         list[1].active = 1;
-        assert_eq!(lblc.pick(&list, &to(7, 3)), Some(1));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(7, 3)), Some(1));
         list[0].active = 0;
-        assert_eq!(lblc.pick(&list, &to(7, 4)), Some(1));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(7, 4)), Some(1));
     }
 
     #[test]
     fn a_weight_zero_server_loses_its_destinations() {
         let mut list = vec![server(1, 0, 0), server(1, 0, 0)];
         let mut lblc = fresh(&list);
-        assert_eq!(lblc.pick(&list, &to(9, 0)), Some(0));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(9, 0)), Some(0));
         list[0].weight = 0;
         lblc.update(&list);
-        assert_eq!(lblc.pick(&list, &to(9, 1)), Some(1));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(9, 1)), Some(1));
         list[0].weight = 1;
         lblc.update(&list);
         // Repointed: stays on 1.
-        assert_eq!(lblc.pick(&list, &to(9, 2)), Some(1));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(9, 2)), Some(1));
     }
 
     #[test]
     fn nothing_available_gives_none_and_keeps_nothing() {
         let list = vec![server(0, 0, 0), server(0, 0, 0)];
         let mut lblc = fresh(&list);
-        assert_eq!(lblc.pick(&list, &to(1, 0)), None);
-        assert_eq!(lblc.pick(&[], &to(1, 0)), None);
+        assert_eq!(reported_pick(&mut lblc, &list, &to(1, 0)), None);
+        assert_eq!(reported_pick(&mut lblc, &[], &to(1, 0)), None);
         assert_eq!(lblc.live_entries(0), 0);
         assert_eq!(lblc.name(), "lblc");
     }
@@ -329,29 +419,38 @@ mod tests {
         let day = DEFAULT_EXPIRATION_MS;
         let mut list = vec![server(1, 0, 0), server(1, 0, 0)];
         let mut lblc = fresh(&list);
-        assert_eq!(lblc.pick(&list, &to(5, 1000)), Some(0));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(5, 1000)), Some(0));
         list[0].active = 1;
         // Used just before expiry: kept, and the use refreshes it.
-        assert_eq!(lblc.pick(&list, &to(5, 1000 + day - 1)), Some(0));
-        assert_eq!(lblc.pick(&list, &to(5, 1000 + 2 * day - 2)), Some(0));
+        assert_eq!(
+            reported_pick(&mut lblc, &list, &to(5, 1000 + day - 1)),
+            Some(0)
+        );
+        assert_eq!(
+            reported_pick(&mut lblc, &list, &to(5, 1000 + 2 * day - 2)),
+            Some(0)
+        );
         // A full day unused: gone, scheduled afresh.
         assert_eq!(lblc.live_entries(1000 + 3 * day - 2), 0);
-        assert_eq!(lblc.pick(&list, &to(5, 1000 + 3 * day - 2)), Some(1));
+        assert_eq!(
+            reported_pick(&mut lblc, &list, &to(5, 1000 + 3 * day - 2)),
+            Some(1)
+        );
     }
 
     #[test]
     fn server_count_change_forgets_weight_change_keeps() {
         let mut list = vec![server(1, 0, 0), server(1, 0, 0)];
         let mut lblc = fresh(&list);
-        assert_eq!(lblc.pick(&list, &to(5, 0)), Some(0));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(5, 0)), Some(0));
         list[0].active = 1;
         list[0].weight = 2;
         lblc.update(&list);
-        assert_eq!(lblc.pick(&list, &to(5, 1)), Some(0));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(5, 1)), Some(0));
         list.push(server(1, 0, 0));
         lblc.update(&list);
         assert_eq!(lblc.live_entries(1), 0);
-        assert_eq!(lblc.pick(&list, &to(5, 2)), Some(1));
+        assert_eq!(reported_pick(&mut lblc, &list, &to(5, 2)), Some(1));
     }
 
     #[test]
@@ -360,9 +459,9 @@ mod tests {
         let mut lblc = fresh(&list);
         // Land destination 5 on server 2.
         let loaded = [server(1, 1, 0), server(1, 1, 0), server(1, 0, 0)];
-        assert_eq!(lblc.pick(&loaded, &to(5, 0)), Some(2));
+        assert_eq!(reported_pick(&mut lblc, &loaded, &to(5, 0)), Some(2));
         let shorter = [server(1, 0, 0)];
-        assert_eq!(lblc.pick(&shorter, &to(5, 1)), Some(0));
+        assert_eq!(reported_pick(&mut lblc, &shorter, &to(5, 1)), Some(0));
     }
 
     #[test]
@@ -372,7 +471,10 @@ mod tests {
         lblc.update(&list);
         assert_eq!(lblc.capacity(), WAYS);
         for dest in 0..1000u32 {
-            assert_eq!(lblc.pick(&list, &to(dest, u64::from(dest))), Some(0));
+            assert_eq!(
+                reported_pick(&mut lblc, &list, &to(dest, u64::from(dest))),
+                Some(0)
+            );
         }
         assert_eq!(lblc.live_entries(1000), WAYS);
         // The survivors are the most recently used ones.
@@ -406,7 +508,7 @@ mod tests {
                     }
                 }
             }
-            let chosen = WeightedLeastConnection::new().pick(servers, &flow())?;
+            let chosen = WeightedLeastConnection::scan(servers)?;
             self.table.insert(dest, (chosen, now));
             Some(chosen)
         }
@@ -419,17 +521,33 @@ mod tests {
         fn matches_reference(
             list_len in 1usize..6,
             steps in prop::collection::vec(
-                (servers(), 0u32..6, 0u64..(DEFAULT_EXPIRATION_MS / 2)),
+                (servers(), 0u32..6, 0u64..(DEFAULT_EXPIRATION_MS / 2), any::<bool>()),
                 1..40,
             ),
         ) {
             let mut lblc = LocalityLeastConnection::new();
             let mut reference = Reference::default();
             let mut now = 0;
-            for (mut list, dest, dt) in steps {
+            let mut previous: Option<Vec<ServerLoad>> = None;
+            for (mut list, dest, dt, keep_weights) in steps {
                 list.resize(list_len, server(1, 0, 0));
                 now += dt;
-                lblc.update(&list);
+                // Only the counts changed: reported one server at a time,
+                // as the worker does; else a configuration change.
+                match &previous {
+                    Some(before) if keep_weights => {
+                        for (server, old) in list.iter_mut().zip(before) {
+                            server.weight = old.weight;
+                        }
+                        for index in 0..list.len() {
+                            if list[index] != before[index] {
+                                lblc.load_changed(&list, index);
+                            }
+                        }
+                    }
+                    _ => lblc.update(&list),
+                }
+                previous = Some(list.clone());
                 let got = lblc.pick(&list, &to(dest, now));
                 prop_assert_eq!(got, reference.pick(&list, dest, now));
                 if let Some(i) = got {

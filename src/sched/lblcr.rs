@@ -61,10 +61,12 @@
 //! them on demand. Members whose index is out of range (a list shortened
 //! without `update`) are ignored by the min/max choices.
 //!
-//! Cost: O(n) per pick (overload test and `wlc`), plus O(WAYS) for the
-//! lookup and O(MAX_REPLICAS) for the set.
+//! Cost: as for `lblc`, the `wlc` choice and the overload test are kept up
+//! to date per load change instead of walking the list: a pick is O(WAYS)
+//! for the lookup plus O(MAX_REPLICAS) for the set, [`Scheduler::load_changed`]
+//! O(log n), `update` O(n).
 
-use super::lblc::{is_overloaded, set_of, sets_for, WAYS};
+use super::lblc::{is_overloaded, set_of, sets_for, HalfIdle, WAYS};
 use super::{FlowInfo, Scheduler, ServerLoad, WeightedLeastConnection};
 
 pub use super::lblc::DEFAULT_EXPIRATION_MS;
@@ -156,6 +158,9 @@ pub struct LocalityReplicated {
     set_mask: usize,
     expiration: u64,
     servers_len: usize,
+    /// The `wlc` choice, kept ordered (see [`WeightedLeastConnection`]).
+    wlc: WeightedLeastConnection,
+    half_idle: HalfIdle,
 }
 
 impl Default for LocalityReplicated {
@@ -180,6 +185,8 @@ impl LocalityReplicated {
             set_mask: sets - 1,
             expiration: expiration_ms,
             servers_len: 0,
+            wlc: WeightedLeastConnection::new(),
+            half_idle: HalfIdle::default(),
         }
     }
 
@@ -236,18 +243,18 @@ impl Scheduler for LocalityReplicated {
             }
             if let Some(index) = least {
                 let index = index as usize;
-                if !is_overloaded(servers, &servers[index]) {
+                if !is_overloaded(servers, &servers[index], &self.half_idle) {
                     return Some(index);
                 }
             }
-            let chosen = WeightedLeastConnection::new().pick(servers, flow)?;
+            let chosen = self.wlc.pick(servers, flow)?;
             if let Ok(server) = u32::try_from(chosen) {
                 entry.insert(server, now);
             }
             return Some(chosen);
         }
 
-        let chosen = WeightedLeastConnection::new().pick(servers, flow)?;
+        let chosen = self.wlc.pick(servers, flow)?;
         let Ok(server) = u32::try_from(chosen) else {
             return Some(chosen);
         };
@@ -276,6 +283,14 @@ impl Scheduler for LocalityReplicated {
             self.clear();
             self.servers_len = servers.len();
         }
+        self.wlc.update(servers);
+        self.half_idle.rebuild(servers);
+    }
+
+    #[inline]
+    fn load_changed(&mut self, servers: &[ServerLoad], index: usize) {
+        self.wlc.load_changed(servers, index);
+        self.half_idle.set(servers, index);
     }
 }
 
@@ -297,6 +312,19 @@ mod tests {
         }
     }
 
+    /// A pick after reporting every server's load, as the worker does
+    /// after each change (`load_changed` ignores a list of another length).
+    fn reported_pick<S: Scheduler>(
+        sched: &mut S,
+        servers: &[ServerLoad],
+        flow: &FlowInfo,
+    ) -> Option<usize> {
+        for index in 0..servers.len() {
+            sched.load_changed(servers, index);
+        }
+        sched.pick(servers, flow)
+    }
+
     fn fresh(servers: &[ServerLoad]) -> LocalityReplicated {
         let mut lblcr = LocalityReplicated::new();
         lblcr.update(servers);
@@ -314,10 +342,10 @@ mod tests {
     fn same_destination_same_server() {
         let mut list = vec![server(1, 0, 0), server(1, 0, 0)];
         let mut lblcr = fresh(&list);
-        assert_eq!(lblcr.pick(&list, &to(1, 0)), Some(0));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 0)), Some(0));
         list[0].active = 1;
-        assert_eq!(lblcr.pick(&list, &to(1, 1)), Some(0));
-        assert_eq!(lblcr.pick(&list, &to(2, 1)), Some(1));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 1)), Some(0));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(2, 1)), Some(1));
         assert_eq!(replicas(&lblcr, 1, 1), [0]);
         assert_eq!(replicas(&lblcr, 2, 1), [1]);
         assert_eq!(lblcr.name(), "lblcr");
@@ -328,18 +356,18 @@ mod tests {
         let mut list = vec![server(2, 0, 0), server(4, 0, 0), server(4, 0, 0)];
         let mut lblcr = fresh(&list);
         // wlc over idle servers: the first.
-        assert_eq!(lblcr.pick(&list, &to(1, 0)), Some(0));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 0)), Some(0));
         // Server 0 overloaded (3 > 2) while server 1 is below half.
         list[0].active = 3;
         list[2].active = 1;
-        assert_eq!(lblcr.pick(&list, &to(1, 5)), Some(1));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 5)), Some(1));
         assert_eq!(replicas(&lblcr, 1, 5), [1, 0]);
         // Now the least loaded member per weight is chosen: 1 (0/4).
-        assert_eq!(lblcr.pick(&list, &to(1, 6)), Some(1));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 6)), Some(1));
         // Member 0 lighter again: chosen, no growth.
         list[0].active = 0;
         list[1].active = 3;
-        assert_eq!(lblcr.pick(&list, &to(1, 7)), Some(0));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 7)), Some(0));
         assert_eq!(replicas(&lblcr, 1, 7), [1, 0]);
     }
 
@@ -347,15 +375,15 @@ mod tests {
     fn weight_zero_members_are_skipped_and_rescheduled() {
         let mut list = vec![server(1, 0, 0), server(1, 0, 0)];
         let mut lblcr = fresh(&list);
-        assert_eq!(lblcr.pick(&list, &to(1, 0)), Some(0));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 0)), Some(0));
         list[0].weight = 0;
         lblcr.update(&list);
-        assert_eq!(lblcr.pick(&list, &to(1, 1)), Some(1));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 1)), Some(1));
         assert_eq!(replicas(&lblcr, 1, 1), [1, 0]);
         list[1].weight = 0;
         lblcr.update(&list);
-        assert_eq!(lblcr.pick(&list, &to(1, 2)), None);
-        assert_eq!(lblcr.pick(&list, &to(2, 2)), None);
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 2)), None);
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(2, 2)), None);
         assert_eq!(replicas(&lblcr, 2, 2), Vec::<u32>::new());
     }
 
@@ -368,30 +396,30 @@ mod tests {
             server(100, 0, 0),
         ];
         let mut lblcr = fresh(&list);
-        assert_eq!(lblcr.pick(&list, &to(1, 0)), Some(3));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 0)), Some(3));
         // 3 overloaded (101 > 100) while 1 is below half: wlc adds 1.
         list[3].active = 101;
-        assert_eq!(lblcr.pick(&list, &to(1, 10)), Some(1));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 10)), Some(1));
         // 1 overloaded too (5 > 4) while 2 is below half; the set's least
         // loaded per weight is 3 (25856/100 < 1280/4), overloaded: wlc adds 2.
         list[1].active = 5;
-        assert_eq!(lblcr.pick(&list, &to(1, 20)), Some(2));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 20)), Some(2));
         assert_eq!(replicas(&lblcr, 1, 20), [2, 1, 3]);
         // Calm down; per weight 2: 0, 3: 512/100, 1: 256/4.
         list[1].active = 1;
         list[2].active = 0;
         list[3].active = 2;
         // Refresh the entry's last use half way.
-        assert_eq!(lblcr.pick(&list, &to(1, DAY / 2)), Some(2));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, DAY / 2)), Some(2));
         // Exactly one expiration after the last growth: not yet.
-        assert_eq!(lblcr.pick(&list, &to(1, 20 + DAY)), Some(2));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 20 + DAY)), Some(2));
         assert_eq!(replicas(&lblcr, 1, 20 + DAY), [2, 1, 3]);
         // Past it: the most loaded per weight goes, one per pick.
-        assert_eq!(lblcr.pick(&list, &to(1, 21 + DAY)), Some(2));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 21 + DAY)), Some(2));
         assert_eq!(replicas(&lblcr, 1, 21 + DAY), [2, 3]);
-        assert_eq!(lblcr.pick(&list, &to(1, 22 + DAY)), Some(2));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 22 + DAY)), Some(2));
         assert_eq!(replicas(&lblcr, 1, 22 + DAY), [2]);
-        assert_eq!(lblcr.pick(&list, &to(1, 23 + DAY)), Some(2));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 23 + DAY)), Some(2));
         assert_eq!(replicas(&lblcr, 1, 23 + DAY), [2]);
     }
 
@@ -400,13 +428,13 @@ mod tests {
         let list = vec![server(1, 0, 0), server(1, 0, 0)];
         let mut lblcr = fresh(&list);
         let overloaded = [server(1, 2, 0), server(1, 0, 0)];
-        assert_eq!(lblcr.pick(&list, &to(1, 0)), Some(0));
-        assert_eq!(lblcr.pick(&overloaded, &to(1, 0)), Some(1));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 0)), Some(0));
+        assert_eq!(reported_pick(&mut lblcr, &overloaded, &to(1, 0)), Some(1));
         assert_eq!(replicas(&lblcr, 1, 0), [1, 0]);
-        assert_eq!(lblcr.pick(&list, &to(1, DAY / 2)), Some(1));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, DAY / 2)), Some(1));
         // Equal loads: least and most are both the newest member, 1: it is
         // chosen and dropped in the same pick.
-        assert_eq!(lblcr.pick(&list, &to(1, DAY + 1)), Some(1));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, DAY + 1)), Some(1));
         assert_eq!(replicas(&lblcr, 1, DAY + 1), [0]);
     }
 
@@ -414,12 +442,15 @@ mod tests {
     fn entries_expire_after_a_day_unused() {
         let mut list = vec![server(1, 0, 0), server(1, 0, 0)];
         let mut lblcr = fresh(&list);
-        assert_eq!(lblcr.pick(&list, &to(1, 0)), Some(0));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 0)), Some(0));
         list[0].active = 1;
-        assert_eq!(lblcr.pick(&list, &to(1, DAY - 1)), Some(0));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, DAY - 1)), Some(0));
         assert_eq!(lblcr.live_entries(2 * DAY - 2), 1);
         assert_eq!(lblcr.live_entries(2 * DAY - 1), 0);
-        assert_eq!(lblcr.pick(&list, &to(1, 2 * DAY - 1)), Some(1));
+        assert_eq!(
+            reported_pick(&mut lblcr, &list, &to(1, 2 * DAY - 1)),
+            Some(1)
+        );
     }
 
     #[test]
@@ -430,7 +461,7 @@ mod tests {
         list.push(server(1000, 0, 0)); // always below half: enables overload
         let mut lblcr = fresh(&list);
         for step in 0..n as u64 {
-            let chosen = lblcr.pick(&list, &to(1, step)).unwrap();
+            let chosen = reported_pick(&mut lblcr, &list, &to(1, step)).unwrap();
             assert_eq!(chosen, step as usize);
             list[chosen].active = 5;
             list[n].weight = 1000;
@@ -445,7 +476,10 @@ mod tests {
         small.update(&one);
         assert_eq!(small.capacity(), WAYS);
         for dest in 0..100u32 {
-            assert_eq!(small.pick(&one, &to(dest, u64::from(dest))), Some(0));
+            assert_eq!(
+                reported_pick(&mut small, &one, &to(dest, u64::from(dest))),
+                Some(0)
+            );
         }
         assert_eq!(small.live_entries(100), WAYS);
         assert_eq!(replicas(&small, 99, 100), [0]);
@@ -456,7 +490,7 @@ mod tests {
     fn server_count_change_forgets() {
         let mut list = vec![server(1, 0, 0)];
         let mut lblcr = fresh(&list);
-        assert_eq!(lblcr.pick(&list, &to(1, 0)), Some(0));
+        assert_eq!(reported_pick(&mut lblcr, &list, &to(1, 0)), Some(0));
         lblcr.update(&list);
         assert_eq!(lblcr.live_entries(0), 1);
         list.push(server(1, 0, 0));
@@ -471,7 +505,7 @@ mod tests {
     }
 
     fn wlc(servers: &[ServerLoad]) -> Option<usize> {
-        WeightedLeastConnection::new().pick(servers, &flow())
+        WeightedLeastConnection::scan(servers)
     }
 
     /// Position in `set` of the least (or most) overhead/weight member of
@@ -545,17 +579,33 @@ mod tests {
         fn matches_reference(
             list_len in 1usize..7,
             steps in prop::collection::vec(
-                (servers(), 0u32..5, 0u64..(DAY / 2)),
+                (servers(), 0u32..5, 0u64..(DAY / 2), any::<bool>()),
                 1..60,
             ),
         ) {
             let mut lblcr = LocalityReplicated::new();
             let mut reference = Reference::default();
             let mut now = 0;
-            for (mut list, dest, dt) in steps {
+            let mut previous: Option<Vec<ServerLoad>> = None;
+            for (mut list, dest, dt, keep_weights) in steps {
                 list.resize(list_len, server(1, 0, 0));
                 now += dt;
-                lblcr.update(&list);
+                // Only the counts changed: reported one server at a time,
+                // as the worker does; else a configuration change.
+                match &previous {
+                    Some(before) if keep_weights => {
+                        for (server, old) in list.iter_mut().zip(before) {
+                            server.weight = old.weight;
+                        }
+                        for index in 0..list.len() {
+                            if list[index] != before[index] {
+                                lblcr.load_changed(&list, index);
+                            }
+                        }
+                    }
+                    _ => lblcr.update(&list),
+                }
+                previous = Some(list.clone());
                 let got = lblcr.pick(&list, &to(dest, now));
                 prop_assert_eq!(got, reference.pick(&list, dest, now));
                 if let Some(i) = got {

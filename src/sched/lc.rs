@@ -12,17 +12,48 @@
 //! servers with equal overhead the first in list order wins, as in the
 //! kernel, which keeps its first minimum.
 //!
-//! Cost: one pass over the list, O(n); no state.
+//! Cost: the kernel walks every server. Here the servers sit in a
+//! tournament tree ([`super::tree`]) ordered by (overhead, list position):
+//! a pick is O(1), [`Scheduler::load_changed`] O(log n), `update` O(n).
+//! [`LeastConnection::scan`] is the kernel's linear walk.
 
+use super::tree::{scan, LoadTree, Rank};
 use super::{FlowInfo, Scheduler, ServerLoad};
 
 /// The `lc` scheduler. See the module documentation.
 #[derive(Clone, Debug, Default)]
-pub struct LeastConnection;
+pub struct LeastConnection {
+    tree: LoadTree<ByOverhead>,
+}
+
+/// `lc`'s order: least overhead first.
+#[derive(Clone, Copy, Debug, Default)]
+struct ByOverhead;
+
+impl Rank for ByOverhead {
+    type Key = u64;
+
+    #[inline]
+    fn key(server: &ServerLoad) -> Option<u64> {
+        server.is_available().then(|| server.overhead())
+    }
+
+    #[inline]
+    fn precedes(a: &u64, b: &u64) -> bool {
+        a < b
+    }
+}
 
 impl LeastConnection {
+    /// Call [`Scheduler::update`] before the first pick.
     pub fn new() -> Self {
-        Self
+        Self::default()
+    }
+
+    /// The kernel's choice by a walk over every server, O(n), without
+    /// state: what [`Scheduler::pick`] returns, for comparison.
+    pub fn scan(servers: &[ServerLoad]) -> Option<usize> {
+        scan::<ByOverhead>(servers)
     }
 }
 
@@ -31,14 +62,18 @@ impl Scheduler for LeastConnection {
         "lc"
     }
 
+    #[inline]
     fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
-        // `min_by_key` returns the first of equal minima: the kernel's tie rule.
-        servers
-            .iter()
-            .enumerate()
-            .filter(|(_, server)| server.is_available())
-            .min_by_key(|(_, server)| server.overhead())
-            .map(|(index, _)| index)
+        self.tree.pick(servers)
+    }
+
+    fn update(&mut self, servers: &[ServerLoad]) {
+        self.tree.rebuild(servers);
+    }
+
+    #[inline]
+    fn load_changed(&mut self, servers: &[ServerLoad], index: usize) {
+        self.tree.set(servers, index);
     }
 }
 
@@ -49,7 +84,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn pick(servers: &[ServerLoad]) -> Option<usize> {
-        LeastConnection::new().pick(servers, &flow())
+        let mut lc = LeastConnection::new();
+        lc.update(servers);
+        let chosen = lc.pick(servers, &flow());
+        assert_eq!(chosen, LeastConnection::scan(servers));
+        chosen
     }
 
     #[test]

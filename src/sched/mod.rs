@@ -6,15 +6,68 @@
 //! when no server may take new connections (all weights 0). Picks happen on
 //! the packet path: they must not allocate, lock or panic.
 //!
-//! The four classic IPVS schedulers live here, each reproducing the choices
-//! of its Linux counterpart (`net/netfilter/ipvs/ip_vs_*.c`):
+//! Each scheduler reproduces the choices of its Linux counterpart
+//! (`net/netfilter/ipvs/ip_vs_*.c`), tie-breaking included; the rule is in
+//! each file's documentation.
 //!
-//! | name  | type                        | chooses                                   |
-//! |-------|-----------------------------|-------------------------------------------|
-//! | `rr`  | [`RoundRobin`]              | the next server after the last one chosen |
-//! | `wrr` | [`WeightedRoundRobin`]      | servers in turn, `weight / gcd` turns each per cycle |
-//! | `lc`  | [`LeastConnection`]         | least [`ServerLoad::overhead`]            |
-//! | `wlc` | [`WeightedLeastConnection`] | least `overhead / weight`                 |
+//! # Cost
+//!
+//! The kernel's `lc`, `wlc`, `sed`, `nq`, `fo`, `ovf` and `twos`, and the
+//! overload test and `wlc` step of `lblc`/`lblcr`, walk every server on
+//! every pick. None of them does here. The schedulers that choose "the
+//! best server by some order" keep the servers in a tournament tree
+//! (`tree.rs`: 2 × n nodes rounded up to a power of two, allocated by
+//! `update`) that [`Scheduler::load_changed`] replays along one
+//! leaf-to-root path. `n` is the number of servers of the service, `M` the
+//! Maglev table size.
+//!
+//! | name    | type                        | chooses                                          | pick         | `update`   | `load_changed` |
+//! |---------|-----------------------------|--------------------------------------------------|--------------|------------|----------------|
+//! | `rr`    | [`RoundRobin`]              | the next available server after the last one     | O(1) (a)     | none       | none           |
+//! | `wrr`   | [`WeightedRoundRobin`]      | in turn, `weight / gcd` turns each per cycle     | O(1)–O(n) (a) | O(n)      | none           |
+//! | `lc`    | [`LeastConnection`]         | least [`ServerLoad::overhead`]                   | O(1)         | O(n)       | O(log n)       |
+//! | `wlc`   | [`WeightedLeastConnection`] | least `overhead / weight`                        | O(1)         | O(n)       | O(log n)       |
+//! | `sed`   | [`ShortestExpectedDelay`]   | least `(active + 1) / weight`                    | O(1)         | O(n)       | O(log n)       |
+//! | `nq`    | [`NeverQueue`]              | the first idle server, else as `sed`             | O(1)         | O(n)       | O(log n)       |
+//! | `fo`    | [`WeightedFailover`]        | the highest weight                               | O(1)         | O(n)       | none (b)       |
+//! | `ovf`   | [`WeightedOverflow`]        | the highest weight with `active <= weight`       | O(1)         | O(n)       | O(log n)       |
+//! | `twos`  | [`Twos`]                    | the lighter of two weighted random draws         | O(log n) (c) | O(n)       | none (b)       |
+//! | `lblc`  | [`LocalityLeastConnection`] | the destination's server unless overloaded, else `wlc` | O(1) (d) | O(n) (e) | O(log n)      |
+//! | `lblcr` | [`LocalityReplicated`]      | the lightest of the destination's set, else `wlc` | O(1) (d)    | O(n) (e)   | O(log n)       |
+//! | `sh`    | [`SourceHashing`]           | the bucket of the client address (and port)      | O(1) (f)     | O(n + 256) | none           |
+//! | `dh`    | [`DestinationHashing`]      | the bucket of the destination address            | O(1)         | O(n + 256) | none           |
+//! | `mh`    | [`MaglevHash`]              | the Maglev table entry of the client             | O(1) (f)     | O(M log M) (g) | none       |
+//!
+//! (a) Neither looks at loads. `rr` steps over unavailable servers: O(1)
+//! while the next server is available, one lap (O(n)) at worst. `wrr`
+//! walks the list once per threshold pass, so a pick costs about
+//! `n * passes / turns` server visits per cycle: O(1) when the weights are
+//! alike, approaching O(n) when one weight dominates (e.g. one server of
+//! weight 100 among 999 of weight 1); kept as the kernel does it.
+//! (b) Loads play no part (`fo`), or are read from the slice at pick time
+//! for the two drawn servers only (`twos`).
+//! (c) A binary search of each draw in running weight sums kept by
+//! `update`, where the kernel sums and walks the list.
+//! (d) Plus O(WAYS) = O(8) for the set-associative lookup, and for `lblcr`
+//! O(MAX_REPLICAS) for the set. The overload test's "some server is below
+//! half its weight" is a counter kept by `load_changed`.
+//! (e) Plus clearing the destination table when the number of servers
+//! changes.
+//! (f) When the hashed server is unavailable, `sh` with fallback probes up
+//! to 256 buckets and `mh` with fallback up to 64 table entries.
+//! (g) When the scheduler builds its own table (1–2 ms for M = 65537);
+//! O(1) with a table built by the management thread
+//! ([`MaglevHash::set_table`]).
+//!
+//! Picks of the tree schedulers trust that every load change was reported.
+//! They check in O(1) what they can: a slice of another length than at the
+//! last `update` is answered by walking it (the kernel rule itself), and
+//! the chosen server's load and weight are compared with the tree's copy
+//! (the tree is rebuilt on a mismatch), so a pick never returns a weight-0
+//! server or an index out of range. A stale copy of a server that is not
+//! chosen cannot be seen in O(1): debug builds compare the whole tree with
+//! the slice on every pick and panic on a missed report, which the
+//! pipeline's tests exercise.
 //!
 //! # Configuration changes
 //!
@@ -39,6 +92,7 @@ mod ovf;
 mod rr;
 mod sed;
 mod sh;
+mod tree;
 mod twos;
 mod wlc;
 mod wrr;
@@ -117,11 +171,25 @@ pub trait Scheduler: Send {
     ///
     /// The worker must call it with the service's new server slice after
     /// every change to the list or to any weight, before the next `pick`,
-    /// and once after `build` before the first `pick`. Connection counts
-    /// are not configuration: they change between picks without a call.
-    /// Control path; the default does nothing.
+    /// and once after `build` before the first `pick`. It re-reads the
+    /// whole slice, connection counts included. Control path (may
+    /// allocate); the default does nothing.
     fn update(&mut self, servers: &[ServerLoad]) {
         let _ = servers;
+    }
+    /// Load-change hook: the worker must call it after it changed
+    /// `servers[index].active` or `.inactive` (a connection created, moved
+    /// between active and inactive, or gone), once per change, with the
+    /// slice it will next pass to `pick`; a call when nothing changed is
+    /// harmless. Weights and the list itself change only through
+    /// [`update`](Self::update). Schedulers that keep servers ordered by
+    /// load (`lc`, `wlc`, `sed`, `nq`, `ovf`, and `lblc`/`lblcr`) rely on
+    /// it; see the module documentation for what a pick does when a call
+    /// was missed. Packet path: O(log n) at most, no allocation; the
+    /// default does nothing.
+    #[inline]
+    fn load_changed(&mut self, servers: &[ServerLoad], index: usize) {
+        let _ = (servers, index);
     }
 }
 

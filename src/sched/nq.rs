@@ -15,19 +15,59 @@
 //! keep the earlier server. That is the kernel's single pass, which returns
 //! at the first idle server it meets.
 //!
-//! Cost: one pass over the list (stopping early at an idle server), O(n);
-//! no state.
+//! As one order: every idle server precedes every busy one, idle servers
+//! are all equal (so list position decides: the first idle server), busy
+//! ones go by expected delay, then list position.
+//!
+//! Cost: the kernel's pass stops at the first idle server but walks the
+//! whole list when all are busy, O(n). Here the servers sit in a tournament
+//! tree ([`super::tree`]) in the order above: a pick is O(1),
+//! [`Scheduler::load_changed`] O(log n), `update` O(n).
+//! [`NeverQueue::scan`] is the kernel's walk.
 
-use super::sed::slower_than;
+use super::sed::Queue;
+use super::tree::{scan, LoadTree, Rank};
 use super::{FlowInfo, Scheduler, ServerLoad};
 
 /// The `nq` scheduler. See the module documentation.
 #[derive(Clone, Debug, Default)]
-pub struct NeverQueue;
+pub struct NeverQueue {
+    tree: LoadTree<IdleFirst>,
+}
+
+/// `nq`'s order: idle servers first, then shortest expected delay.
+#[derive(Clone, Copy, Debug, Default)]
+struct IdleFirst;
+
+impl Rank for IdleFirst {
+    type Key = Queue;
+
+    #[inline]
+    fn key(server: &ServerLoad) -> Option<Queue> {
+        Queue::of(server)
+    }
+
+    #[inline]
+    fn precedes(a: &Queue, b: &Queue) -> bool {
+        match (a.active == 0, b.active == 0) {
+            (true, false) => true,
+            (false, false) => a.is_shorter_than(b),
+            // Idle servers tie with each other; a busy one never beats one.
+            (true, true) | (false, true) => false,
+        }
+    }
+}
 
 impl NeverQueue {
+    /// Call [`Scheduler::update`] before the first pick.
     pub fn new() -> Self {
-        Self
+        Self::default()
+    }
+
+    /// The kernel's choice by a walk over the servers, O(n), without
+    /// state: what [`Scheduler::pick`] returns, for comparison.
+    pub fn scan(servers: &[ServerLoad]) -> Option<usize> {
+        scan::<IdleFirst>(servers)
     }
 }
 
@@ -36,21 +76,18 @@ impl Scheduler for NeverQueue {
         "nq"
     }
 
+    #[inline]
     fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
-        let mut best: Option<usize> = None;
-        for (index, server) in servers.iter().enumerate() {
-            if !server.is_available() {
-                continue;
-            }
-            if server.active == 0 {
-                return Some(index);
-            }
-            match best {
-                Some(b) if !slower_than(&servers[b], server) => {}
-                _ => best = Some(index),
-            }
-        }
-        best
+        self.tree.pick(servers)
+    }
+
+    fn update(&mut self, servers: &[ServerLoad]) {
+        self.tree.rebuild(servers);
+    }
+
+    #[inline]
+    fn load_changed(&mut self, servers: &[ServerLoad], index: usize) {
+        self.tree.set(servers, index);
     }
 }
 
@@ -62,7 +99,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn pick(servers: &[ServerLoad]) -> Option<usize> {
-        NeverQueue::new().pick(servers, &flow())
+        let mut nq = NeverQueue::new();
+        nq.update(servers);
+        let chosen = nq.pick(servers, &flow());
+        assert_eq!(chosen, NeverQueue::scan(servers));
+        chosen
     }
 
     #[test]
@@ -104,7 +145,7 @@ mod tests {
         servers
             .iter()
             .position(|s| s.weight > 0 && s.active == 0)
-            .or_else(|| ShortestExpectedDelay::new().pick(servers, &flow()))
+            .or_else(|| ShortestExpectedDelay::scan(servers))
     }
 
     proptest! {

@@ -17,17 +17,50 @@
 //! kernel (the connection is refused rather than overloading anyone).
 //! Inactive connections are ignored.
 //!
-//! Cost: one pass over the list, O(n); no state.
+//! Cost: the kernel walks the list on every pick. Here the eligible
+//! servers sit in a tournament tree ([`super::tree`]) ordered by weight
+//! (heaviest first) and list position; a server leaves or rejoins it as
+//! its active count crosses its weight. A pick is O(1),
+//! [`Scheduler::load_changed`] O(log n), `update` O(n).
+//! [`WeightedOverflow::scan`] is the kernel's walk.
 
+use super::tree::{scan, LoadTree, Rank};
 use super::{FlowInfo, Scheduler, ServerLoad};
 
 /// The `ovf` scheduler. See the module documentation.
 #[derive(Clone, Debug, Default)]
-pub struct WeightedOverflow;
+pub struct WeightedOverflow {
+    tree: LoadTree<HeaviestWithinBudget>,
+}
+
+/// `ovf`'s order: eligible servers only, highest weight first.
+#[derive(Clone, Copy, Debug, Default)]
+struct HeaviestWithinBudget;
+
+impl Rank for HeaviestWithinBudget {
+    type Key = u32;
+
+    #[inline]
+    fn key(server: &ServerLoad) -> Option<u32> {
+        (server.is_available() && server.active <= server.weight).then_some(server.weight)
+    }
+
+    #[inline]
+    fn precedes(a: &u32, b: &u32) -> bool {
+        a > b
+    }
+}
 
 impl WeightedOverflow {
+    /// Call [`Scheduler::update`] before the first pick.
     pub fn new() -> Self {
-        Self
+        Self::default()
+    }
+
+    /// The kernel's choice by a walk over every server, O(n), without
+    /// state: what [`Scheduler::pick`] returns, for comparison.
+    pub fn scan(servers: &[ServerLoad]) -> Option<usize> {
+        scan::<HeaviestWithinBudget>(servers)
     }
 }
 
@@ -36,19 +69,18 @@ impl Scheduler for WeightedOverflow {
         "ovf"
     }
 
+    #[inline]
     fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
-        let mut best: Option<usize> = None;
-        let mut highest = 0u32;
-        for (index, server) in servers.iter().enumerate() {
-            if server.weight == 0 || server.active > server.weight {
-                continue;
-            }
-            if server.weight > highest {
-                highest = server.weight;
-                best = Some(index);
-            }
-        }
-        best
+        self.tree.pick(servers)
+    }
+
+    fn update(&mut self, servers: &[ServerLoad]) {
+        self.tree.rebuild(servers);
+    }
+
+    #[inline]
+    fn load_changed(&mut self, servers: &[ServerLoad], index: usize) {
+        self.tree.set(servers, index);
     }
 }
 
@@ -59,7 +91,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn pick(servers: &[ServerLoad]) -> Option<usize> {
-        WeightedOverflow::new().pick(servers, &flow())
+        let mut ovf = WeightedOverflow::new();
+        ovf.update(servers);
+        let chosen = ovf.pick(servers, &flow());
+        assert_eq!(chosen, WeightedOverflow::scan(servers));
+        chosen
     }
 
     #[test]

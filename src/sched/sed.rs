@@ -10,47 +10,90 @@
 //!
 //! and goes to the available server (weight above 0) where that is least.
 //! Only established (active) connections count; inactive ones are ignored,
-//! unlike `wlc`. No division is done: walking the list in order, the best
-//! so far `b` gives way to server `i` only when it is strictly worse,
+//! unlike `wlc`. No division is done: walking the list in order, the kernel's
+//! best so far `b` gives way to server `i` only when it is strictly worse,
 //!
 //! ```text
 //! (active(b) + 1) * weight(i) > (active(i) + 1) * weight(b)
 //! ```
 //!
-//! as the kernel compares, so ties keep the earlier server. The `+ 1` makes
-//! weight matter even among idle servers: with nobody connected, the
-//! heaviest server wins (1/w is least), where `wlc` would take the first.
+//! so ties keep the earlier server. The `+ 1` makes weight matter even
+//! among idle servers: with nobody connected, the heaviest server wins
+//! (1/w is least), where `wlc` would take the first.
 //!
-//! The operands are widened (`active + 1` in `u64`, products in `u128`), so
-//! nothing wraps where the kernel's `int` arithmetic could.
+//! The products are formed in `u64`: `(active + 1)` is at most 2^32 and a
+//! weight below 2^32, so they stay below 2^64, where the kernel's `int`
+//! arithmetic could wrap.
 //!
-//! Cost: one pass over the list, O(n); no state.
+//! Cost: instead of the kernel's walk over every server, the servers sit in
+//! a tournament tree ([`super::tree`]) ordered by expected delay and then
+//! list position: a pick is O(1), [`Scheduler::load_changed`] O(log n),
+//! `update` O(n). [`ShortestExpectedDelay::scan`] is the kernel's walk.
 
+use super::tree::{scan, LoadTree, Rank};
 use super::{FlowInfo, Scheduler, ServerLoad};
 
 /// The `sed` scheduler. See the module documentation.
 #[derive(Clone, Debug, Default)]
-pub struct ShortestExpectedDelay;
+pub struct ShortestExpectedDelay {
+    tree: LoadTree<ByExpectedDelay>,
+}
 
-impl ShortestExpectedDelay {
-    pub fn new() -> Self {
-        Self
+/// What `sed` and `nq` look at: active connections and (positive) weight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Queue {
+    pub(crate) active: u32,
+    pub(crate) weight: u32,
+}
+
+impl Queue {
+    /// `None` for a server that may not be chosen (weight 0).
+    #[inline]
+    pub(crate) fn of(server: &ServerLoad) -> Option<Queue> {
+        server.is_available().then_some(Queue {
+            active: server.active,
+            weight: server.weight,
+        })
+    }
+
+    /// Whether a connection joining `self` expects a strictly shorter delay
+    /// than one joining `other`: `(a + 1) / w < (a' + 1) / w'`.
+    #[inline]
+    pub(crate) fn is_shorter_than(&self, other: &Queue) -> bool {
+        (u64::from(self.active) + 1) * u64::from(other.weight)
+            < (u64::from(other.active) + 1) * u64::from(self.weight)
     }
 }
 
-/// The expected-delay numerator of `sed` and `nq`: `active + 1`.
-#[inline]
-pub(crate) fn queue_length(server: &ServerLoad) -> u64 {
-    u64::from(server.active) + 1
+/// `sed`'s order: shortest expected delay first.
+#[derive(Clone, Copy, Debug, Default)]
+struct ByExpectedDelay;
+
+impl Rank for ByExpectedDelay {
+    type Key = Queue;
+
+    #[inline]
+    fn key(server: &ServerLoad) -> Option<Queue> {
+        Queue::of(server)
+    }
+
+    #[inline]
+    fn precedes(a: &Queue, b: &Queue) -> bool {
+        a.is_shorter_than(b)
+    }
 }
 
-/// Whether server `a` has a strictly longer expected delay than `b`
-/// (`queue(a) / weight(a) > queue(b) / weight(b)`, both weights positive),
-/// by cross-multiplication.
-#[inline]
-pub(crate) fn slower_than(a: &ServerLoad, b: &ServerLoad) -> bool {
-    u128::from(queue_length(a)) * u128::from(b.weight)
-        > u128::from(queue_length(b)) * u128::from(a.weight)
+impl ShortestExpectedDelay {
+    /// Call [`Scheduler::update`] before the first pick.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The kernel's choice by a walk over every server, O(n), without
+    /// state: what [`Scheduler::pick`] returns, for comparison.
+    pub fn scan(servers: &[ServerLoad]) -> Option<usize> {
+        scan::<ByExpectedDelay>(servers)
+    }
 }
 
 impl Scheduler for ShortestExpectedDelay {
@@ -58,18 +101,18 @@ impl Scheduler for ShortestExpectedDelay {
         "sed"
     }
 
+    #[inline]
     fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
-        let mut best: Option<usize> = None;
-        for (index, server) in servers.iter().enumerate() {
-            if !server.is_available() {
-                continue;
-            }
-            match best {
-                Some(b) if !slower_than(&servers[b], server) => {}
-                _ => best = Some(index),
-            }
-        }
-        best
+        self.tree.pick(servers)
+    }
+
+    fn update(&mut self, servers: &[ServerLoad]) {
+        self.tree.rebuild(servers);
+    }
+
+    #[inline]
+    fn load_changed(&mut self, servers: &[ServerLoad], index: usize) {
+        self.tree.set(servers, index);
     }
 }
 
@@ -80,7 +123,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn pick(servers: &[ServerLoad]) -> Option<usize> {
-        ShortestExpectedDelay::new().pick(servers, &flow())
+        let mut sed = ShortestExpectedDelay::new();
+        sed.update(servers);
+        let chosen = sed.pick(servers, &flow());
+        assert_eq!(chosen, ShortestExpectedDelay::scan(servers));
+        chosen
     }
 
     #[test]

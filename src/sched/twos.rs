@@ -41,8 +41,16 @@
 //! is below 2^-20 for any realistic `W` and which never loops. Not
 //! cryptographic: a client cannot steer its own connection anyway.
 //!
-//! Cost: two passes over the list (sum, then the walk, which stops once
-//! both draws have landed), O(n); no allocation.
+//! # Cost
+//!
+//! The kernel sums the weights and walks the list on every pick, O(n).
+//! Here [`Scheduler::update`] keeps the running sums `S` of the list
+//! (O(n), the only allocation), so a draw lands by binary search on them:
+//! a pick is O(log n), with the same draws and the same result. Loads are
+//! read from the slice at pick time, so load changes need no notification.
+//! Without a matching `update` (another slice length, or a drawn server
+//! whose weight differs from the sums) the sums are recomputed (same
+//! length, no allocation) or the pick walks the list as the kernel does.
 
 use super::{FlowInfo, Scheduler, ServerLoad};
 
@@ -50,15 +58,81 @@ use super::{FlowInfo, Scheduler, ServerLoad};
 #[derive(Clone, Debug)]
 pub struct Twos {
     rng: XorShift64Star,
+    /// `running[i]`: the sum of the weights of servers `0..=i` at the last
+    /// `update` (weight-0 servers add nothing).
+    running: Vec<u64>,
 }
 
 impl Twos {
     /// A scheduler whose random draws are determined by `seed` (give each
-    /// worker its own, e.g. from its id and the clock).
+    /// worker its own, e.g. from its id and the clock). Call
+    /// [`Scheduler::update`] before the first pick.
     pub fn new(seed: u64) -> Self {
         Self {
             rng: XorShift64Star::new(seed),
+            running: Vec::new(),
         }
+    }
+
+    /// Recomputes the running sums into the existing buffer (allocates only
+    /// when the list grew).
+    fn sum_weights(&mut self, servers: &[ServerLoad]) {
+        self.running.clear();
+        let mut running = 0u64;
+        self.running.extend(servers.iter().map(|server| {
+            running += u64::from(server.weight);
+            running
+        }));
+    }
+
+    /// Whether `running` still describes server `index`'s weight.
+    fn sums_agree_at(&self, servers: &[ServerLoad], index: usize) -> bool {
+        let before = index.checked_sub(1).map_or(0, |i| self.running[i]);
+        self.running[index] - before == u64::from(servers[index].weight)
+    }
+
+    /// The first server at which the running sum reaches `draw`: the first
+    /// index with `running >= max(draw, 1)` (for `draw = 0` the first
+    /// server of positive weight, where leading weight-0 servers also have
+    /// a running sum of 0). `draw <= total`.
+    fn land(&self, draw: u64) -> usize {
+        let target = draw.max(1);
+        self.running.partition_point(|&sum| sum < target)
+    }
+}
+
+/// The kernel's walk: where the two draws land, in one pass.
+fn land_by_walking(servers: &[ServerLoad], draw1: u64, draw2: u64) -> Option<(usize, usize)> {
+    let mut first: Option<usize> = None;
+    let mut second: Option<usize> = None;
+    let mut running = 0u64;
+    for (index, server) in servers.iter().enumerate() {
+        if !server.is_available() {
+            continue;
+        }
+        running += u64::from(server.weight);
+        if first.is_none() && draw1 <= running {
+            first = Some(index);
+        }
+        if second.is_none() && draw2 <= running {
+            second = Some(index);
+        }
+        if first.is_some() && second.is_some() {
+            break;
+        }
+    }
+    Some((first?, second?))
+}
+
+/// The lighter of the two drawn servers, the first on a tie.
+fn lighter(servers: &[ServerLoad], c1: usize, c2: usize) -> usize {
+    let (a, b) = (&servers[c1], &servers[c2]);
+    let first_heavier = u128::from(a.overhead()) * u128::from(b.weight)
+        > u128::from(b.overhead()) * u128::from(a.weight);
+    if first_heavier {
+        c2
+    } else {
+        c1
     }
 }
 
@@ -99,37 +173,51 @@ impl Scheduler for Twos {
     }
 
     fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
-        let total: u64 = servers.iter().map(|s| u64::from(s.weight)).sum();
+        debug_assert!(
+            servers.len() != self.running.len()
+                || (0..servers.len()).all(|i| self.sums_agree_at(servers, i)),
+            "twos: weights changed without update"
+        );
+        self.pick_checked(servers)
+    }
+
+    fn update(&mut self, servers: &[ServerLoad]) {
+        self.sum_weights(servers);
+    }
+}
+
+impl Twos {
+    /// [`Scheduler::pick`] without the debug assertion: the O(1) checks
+    /// and their repairs.
+    fn pick_checked(&mut self, servers: &[ServerLoad]) -> Option<usize> {
+        if servers.len() != self.running.len() {
+            // Not the list of the last update: the kernel's two passes.
+            let total: u64 = servers.iter().map(|s| u64::from(s.weight)).sum();
+            if total == 0 {
+                return None;
+            }
+            let draw1 = self.rng.below(total + 1);
+            let draw2 = self.rng.below(total + 1);
+            let (c1, c2) = land_by_walking(servers, draw1, draw2)?;
+            return Some(lighter(servers, c1, c2));
+        }
+        let total = self.running.last().copied().unwrap_or(0);
         if total == 0 {
             return None;
         }
         let draw1 = self.rng.below(total + 1);
         let draw2 = self.rng.below(total + 1);
-
-        let mut first: Option<usize> = None;
-        let mut second: Option<usize> = None;
-        let mut running = 0u64;
-        for (index, server) in servers.iter().enumerate() {
-            if !server.is_available() {
-                continue;
+        let (mut c1, mut c2) = (self.land(draw1), self.land(draw2));
+        if !(self.sums_agree_at(servers, c1) && self.sums_agree_at(servers, c2)) {
+            // A weight changed without `update`: land on current weights.
+            self.sum_weights(servers);
+            let total = self.running.last().copied().unwrap_or(0);
+            if total == 0 {
+                return None;
             }
-            running += u64::from(server.weight);
-            if first.is_none() && draw1 <= running {
-                first = Some(index);
-            }
-            if second.is_none() && draw2 <= running {
-                second = Some(index);
-            }
-            if first.is_some() && second.is_some() {
-                break;
-            }
+            (c1, c2) = (self.land(draw1.min(total)), self.land(draw2.min(total)));
         }
-        // Both draws are at most `total`, the final running sum: both land.
-        let (c1, c2) = (first?, second?);
-        let (a, b) = (&servers[c1], &servers[c2]);
-        let first_heavier = u128::from(a.overhead()) * u128::from(b.weight)
-            > u128::from(b.overhead()) * u128::from(a.weight);
-        Some(if first_heavier { c2 } else { c1 })
+        Some(lighter(servers, c1, c2))
     }
 }
 
@@ -142,6 +230,7 @@ mod tests {
     const SEED: u64 = 0x5EED_0F7E_57AB;
 
     fn histogram(sched: &mut Twos, list: &[ServerLoad], picks: usize) -> Vec<usize> {
+        sched.update(list);
         let mut counts = vec![0usize; list.len()];
         for _ in 0..picks {
             counts[sched.pick(list, &flow()).unwrap()] += 1;
@@ -184,6 +273,7 @@ mod tests {
     fn a_lone_server_always_wins() {
         let mut twos = Twos::new(SEED);
         let list = [server(0, 0, 0), server(3, 1000, 0), server(0, 0, 0)];
+        twos.update(&list);
         for _ in 0..100 {
             assert_eq!(twos.pick(&list, &flow()), Some(1));
         }
@@ -205,6 +295,17 @@ mod tests {
         assert_ne!(run(1), run(2));
         // Seed 0 is as good as any.
         assert!(run(0).iter().all(|&c| c > 0));
+    }
+
+    #[test]
+    fn a_weight_changed_without_update_is_never_chosen_at_zero() {
+        let mut list = weighted(&[5, 5, 5]);
+        let mut twos = Twos::new(SEED);
+        twos.update(&list);
+        list[1].weight = 0;
+        list[2].weight = 0;
+        let picks: Vec<_> = (0..50).map(|_| twos.pick_checked(&list)).collect();
+        assert!(picks.iter().all(|&p| p == Some(0)), "{picks:?}");
     }
 
     #[test]
@@ -249,11 +350,37 @@ mod tests {
     proptest! {
         #[test]
         fn matches_reference(list in servers(), seed in any::<u64>(), picks in 1usize..10) {
+            // With the running sums of `update`, and by the kernel's walk
+            // when the scheduler never saw the list.
             let mut twos = Twos::new(seed);
+            twos.update(&list);
+            let mut walking = Twos::new(seed);
             let mut rng = XorShift64Star::new(seed);
             for _ in 0..picks {
                 let expected = reference(&list, &mut rng);
                 prop_assert_eq!(twos.pick(&list, &flow()), expected);
+                prop_assert_eq!(walking.pick(&list, &flow()), expected);
+            }
+        }
+
+        /// Load changes need no notification; a pick is still the
+        /// reference's, on the current loads.
+        #[test]
+        fn loads_are_read_at_pick_time(
+            list in servers(),
+            loads in prop::collection::vec((any::<prop::sample::Index>(), 0u32..50), 1..20),
+            seed in any::<u64>(),
+        ) {
+            let mut list = list;
+            let mut twos = Twos::new(seed);
+            twos.update(&list);
+            let mut rng = XorShift64Star::new(seed);
+            for (at, active) in loads {
+                if !list.is_empty() {
+                    let len = list.len();
+                    list[at.index(len)].active = active;
+                }
+                prop_assert_eq!(twos.pick(&list, &flow()), reference(&list, &mut rng));
             }
         }
     }

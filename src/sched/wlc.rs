@@ -9,45 +9,74 @@
 //! ```
 //!
 //! so a server of weight 3 is expected to carry three times the load of one
-//! of weight 1. No division is done: walking the list in order, the current
-//! best `b` is replaced by server `i` only when it is strictly worse,
+//! of weight 1. No division is done: walking the list in order, the kernel
+//! replaces its current best `b` by server `i` only when `b` is strictly
+//! worse,
 //!
 //! ```text
 //! overhead(b) * weight(i) > overhead(i) * weight(b)
 //! ```
 //!
-//! exactly the kernel's comparison, so ties keep the earlier server. The
-//! products are formed in `u128`: overheads reach about 2^40 and weights
-//! 2^32, so unlike the kernel's 64-bit products they can never overflow.
+//! so ties keep the earlier server. The products are formed in `u128`:
+//! overheads reach about 2^40 and weights 2^32, so unlike the kernel's
+//! 64-bit products they can never overflow.
 //!
-//! Cost: one pass over the list, O(n); no state.
+//! Cost: instead of the kernel's walk over every server, the servers sit in
+//! a tournament tree ([`super::tree`]) ordered by the comparison above and
+//! then list position, which gives the kernel's choice exactly: a pick is
+//! O(1), [`Scheduler::load_changed`] O(log n), `update` O(n).
+//! [`WeightedLeastConnection::scan`] is the kernel's linear walk.
 
+use super::tree::{scan, LoadTree, Rank};
 use super::{FlowInfo, Scheduler, ServerLoad};
 
 /// The `wlc` scheduler. See the module documentation.
 #[derive(Clone, Debug, Default)]
-pub struct WeightedLeastConnection;
-
-impl WeightedLeastConnection {
-    pub fn new() -> Self {
-        Self
-    }
+pub struct WeightedLeastConnection {
+    tree: LoadTree<ByOverheadPerWeight>,
 }
 
-/// One server's standing while scanning: its index, overhead and weight.
-#[derive(Clone, Copy)]
-struct Candidate {
-    index: usize,
+/// `wlc`'s order: least overhead per unit of weight first.
+#[derive(Clone, Copy, Debug, Default)]
+struct ByOverheadPerWeight;
+
+/// One available server's standing: its overhead and (positive) weight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Standing {
     overhead: u64,
     weight: u32,
 }
 
-impl Candidate {
-    /// Whether `self` carries strictly more overhead per weight than
-    /// `other`, by cross-multiplication (both weights are positive).
-    fn is_busier_than(&self, other: &Candidate) -> bool {
-        u128::from(self.overhead) * u128::from(other.weight)
-            > u128::from(other.overhead) * u128::from(self.weight)
+impl Rank for ByOverheadPerWeight {
+    type Key = Standing;
+
+    #[inline]
+    fn key(server: &ServerLoad) -> Option<Standing> {
+        server.is_available().then(|| Standing {
+            overhead: server.overhead(),
+            weight: server.weight,
+        })
+    }
+
+    /// `a` is strictly lighter per weight than `b`, by cross-multiplication.
+    #[inline]
+    fn precedes(a: &Standing, b: &Standing) -> bool {
+        u128::from(a.overhead) * u128::from(b.weight)
+            < u128::from(b.overhead) * u128::from(a.weight)
+    }
+}
+
+impl WeightedLeastConnection {
+    /// Call [`Scheduler::update`] before the first pick.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The kernel's choice by a walk over every server, O(n), without
+    /// state: what [`Scheduler::pick`] returns, for comparison and for
+    /// schedulers that need a one-off `wlc` choice.
+    pub fn scan(servers: &[ServerLoad]) -> Option<usize> {
+        scan::<ByOverheadPerWeight>(servers)
     }
 }
 
@@ -56,23 +85,18 @@ impl Scheduler for WeightedLeastConnection {
         "wlc"
     }
 
+    #[inline]
     fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
-        let mut least: Option<Candidate> = None;
-        for (index, server) in servers.iter().enumerate() {
-            if !server.is_available() {
-                continue;
-            }
-            let candidate = Candidate {
-                index,
-                overhead: server.overhead(),
-                weight: server.weight,
-            };
-            match least {
-                Some(best) if !best.is_busier_than(&candidate) => {}
-                _ => least = Some(candidate),
-            }
-        }
-        least.map(|best| best.index)
+        self.tree.pick(servers)
+    }
+
+    fn update(&mut self, servers: &[ServerLoad]) {
+        self.tree.rebuild(servers);
+    }
+
+    #[inline]
+    fn load_changed(&mut self, servers: &[ServerLoad], index: usize) {
+        self.tree.set(servers, index);
     }
 }
 
@@ -84,7 +108,11 @@ mod tests {
     use std::cmp::Ordering;
 
     fn pick(servers: &[ServerLoad]) -> Option<usize> {
-        WeightedLeastConnection::new().pick(servers, &flow())
+        let mut wlc = WeightedLeastConnection::new();
+        wlc.update(servers);
+        let chosen = wlc.pick(servers, &flow());
+        assert_eq!(chosen, WeightedLeastConnection::scan(servers));
+        chosen
     }
 
     #[test]
