@@ -87,4 +87,32 @@ mod tests {
         assert_eq!(service_label(&fwm), "FWM 1");
         assert_eq!(service_label(&fwm6), "FWM 7 IPv6");
     }
+
+    #[test]
+    fn counters_json_is_the_documented_shape() {
+        let counters = Counters {
+            drops: BTreeMap::from([("no_service".to_string(), 4)]),
+            ports: vec![PortCounters {
+                name: "wan".into(),
+                rx_packets: 1,
+                tx_packets: 2,
+                nic_rx_packets: 3,
+                nic_tx_packets: 4,
+                nic_rx_missed: 5,
+            }],
+            conns_live: 6,
+            uptime_seconds: 7.5,
+        };
+        let json = serde_json::to_string(&counters).unwrap();
+        assert_eq!(
+            json,
+            r#"{"drops":{"no_service":4},"ports":[{"name":"wan","rx_packets":1,"tx_packets":2,"nic_rx_packets":3,"nic_tx_packets":4,"nic_rx_missed":5}],"conns_live":6,"uptime_seconds":7.5}"#
+        );
+        assert_eq!(serde_json::from_str::<Counters>(&json).unwrap(), counters);
+        // Every field may be absent (an older or partial producer).
+        assert_eq!(
+            serde_json::from_str::<Counters>("{}").unwrap(),
+            Counters::default()
+        );
+    }
 }
