@@ -13,5 +13,6 @@ pub mod pipeline;
 pub mod sched;
 pub mod snapshot;
 pub mod stats;
+pub mod web;
 pub mod wire;
 pub mod worker;
