@@ -22,6 +22,7 @@ use rvs::counters::{DropReason, WorkerCounters};
 use rvs::dpdk::{self, Mempool, Port};
 use rvs::pipeline::Limits;
 use rvs::snapshot::Snapshot;
+use rvs::web::PortCounters;
 use rvs::worker::{Shared, Steering, Worker};
 
 #[derive(Parser, Debug)]
@@ -161,11 +162,34 @@ fn run(config: &Config, config_path: &Path) -> Result<(), Box<dyn std::error::Er
     );
     let started = Instant::now();
     let mut control = Control::new(config.clone(), macs.clone(), shared.clone());
+    let port_reader = {
+        let ports = ports.clone();
+        let names: Vec<String> = config.ports.iter().map(|p| p.name.clone()).collect();
+        move || {
+            ports
+                .iter()
+                .zip(&names)
+                .map(|(port, name)| {
+                    let nic = port.stats();
+                    PortCounters {
+                        name: name.clone(),
+                        rx_packets: 0,
+                        tx_packets: 0,
+                        nic_rx_packets: nic.rx_packets,
+                        nic_tx_packets: nic.tx_packets,
+                        nic_rx_missed: nic.rx_missed,
+                    }
+                })
+                .collect()
+        }
+    };
+    control.attach(counters.clone(), Box::new(port_reader));
     while !stop.load(Ordering::Relaxed) {
         if hangup.swap(false, Ordering::Relaxed) {
             reload(&mut control, config_path);
         }
         endpoints.serve(&mut control, POLL);
+        control.tick();
     }
     drop(endpoints);
     eprintln!("rvsd: stopping");

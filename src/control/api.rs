@@ -17,6 +17,14 @@ use crate::config::{Config, GroupConfig};
 use crate::worker::Shared;
 
 use super::convert::{config_from_model, model_from_config};
+use super::live::Live;
+use crate::adm::Model;
+use crate::conn::Millis;
+use crate::counters::{DropReason, WorkerCounters};
+use crate::web::{metrics, Counters, PortCounters, CONSOLE_HTML};
+use std::time::Instant;
+
+const JSON: &str = "application/json";
 
 /// Largest request body accepted (a `-R` of a few thousand rules fits).
 pub const MAX_BODY: usize = 4 << 20;
@@ -40,18 +48,37 @@ pub struct IpvsadmReply {
     pub code: i32,
 }
 
-/// An HTTP status and a JSON body.
+/// An HTTP status, a body and its content type (JSON unless said).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Reply {
     pub status: u16,
     pub body: String,
+    pub content_type: &'static str,
+}
+
+/// Paths anyone who reaches the TCP listener may read: the console page
+/// itself carries no data (its data requests send the token).
+pub fn is_public(path: &str) -> bool {
+    matches!(path, "/" | "/index.html")
 }
 
 impl Reply {
     fn json<T: Serialize>(status: u16, value: &T) -> Reply {
         match serde_json::to_string(value) {
-            Ok(body) => Reply { status, body },
+            Ok(body) => Reply {
+                status,
+                body,
+                content_type: JSON,
+            },
             Err(e) => Reply::error(500, &format!("cannot encode the reply: {e}")),
+        }
+    }
+
+    fn text(body: String, content_type: &'static str) -> Reply {
+        Reply {
+            status: 200,
+            body,
+            content_type,
         }
     }
 
@@ -60,6 +87,7 @@ impl Reply {
         Reply {
             status,
             body: serde_json::json!({ "error": message }).to_string(),
+            content_type: JSON,
         }
     }
 }
@@ -72,6 +100,11 @@ pub struct Control {
     known_groups: Vec<GroupConfig>,
     port_macs: Vec<MacAddr>,
     shared: Arc<Shared>,
+    /// The workers' counters, summed and estimated here.
+    live: Live,
+    /// The ports' names and (from rvsd) a way to read their NIC counters.
+    ports: Box<dyn Fn() -> Vec<PortCounters> + Send>,
+    started: Instant,
 }
 
 /// Adds or replaces (by mark) `groups` in `known`.
@@ -92,6 +125,59 @@ impl Control {
             known_groups,
             port_macs,
             shared,
+            live: Live::new(Vec::new()),
+            ports: Box::new(Vec::new),
+            started: Instant::now(),
+        }
+    }
+
+    /// Connects the live figures: the workers' counters and a reader of
+    /// the ports' counters.
+    pub fn attach(
+        &mut self,
+        workers: Vec<Arc<WorkerCounters>>,
+        ports: Box<dyn Fn() -> Vec<PortCounters> + Send>,
+    ) {
+        self.live = Live::new(workers);
+        self.ports = ports;
+    }
+
+    fn now(&self) -> Millis {
+        self.started.elapsed().as_millis() as Millis
+    }
+
+    /// Rate sampling; call it often (it does the work every 2 s).
+    pub fn tick(&mut self) {
+        let now = self.now();
+        let snapshot = self.shared.snapshot.load_full();
+        self.live.tick(&snapshot, now);
+    }
+
+    /// The table with its live figures.
+    pub fn live_model(&self) -> Model {
+        let mut model = model_from_config(&self.running);
+        self.live
+            .fill(&mut model, &self.shared.snapshot.load_full());
+        model
+    }
+
+    /// Drops, ports and connections, summed over the workers.
+    pub fn counters(&self) -> Counters {
+        let workers = self.live.workers();
+        let sum = |f: &dyn Fn(&WorkerCounters) -> u64| workers.iter().map(|w| f(w)).sum::<u64>();
+        let mut ports = (self.ports)();
+        for (i, p) in ports.iter_mut().enumerate() {
+            p.rx_packets = sum(&|w| w.ports.get(i).map_or(0, |c| c.rx_packets.get()));
+            p.tx_packets = sum(&|w| w.ports.get(i).map_or(0, |c| c.tx_packets.get()));
+        }
+        Counters {
+            drops: DropReason::ALL
+                .iter()
+                .map(|&r| (r.name().to_string(), sum(&|w| w.dropped(r))))
+                .collect(),
+            ports,
+            conns_live: sum(&|w| w.conns_live.get()),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
         }
     }
 
@@ -116,9 +202,17 @@ impl Control {
     /// table is applied only if the whole new table is valid for rvs;
     /// otherwise the reason is added to stderr and nothing changes.
     pub fn ipvsadm(&mut self, args: &[String], stdin: &str) -> Output {
-        let before = model_from_config(&self.running);
+        let before = self.live_model();
         let mut model = before.clone();
         let mut output = adm::run(args, &mut model, stdin.as_bytes());
+        if let Ok(adm::Command::Zero(which)) = adm::args::parse(args) {
+            let snapshot = self.shared.snapshot.load_full();
+            let keys: Vec<_> = before.services.iter().map(|s| s.key.clone()).collect();
+            self.live.zero(&snapshot, |i| {
+                which.as_ref().is_none_or(|w| keys.get(i) == Some(w))
+            });
+            return output;
+        }
         if model == before {
             return output;
         }
@@ -192,8 +286,16 @@ impl Control {
                     },
                 )
             }
-            ("GET", "/v1/model") => Reply::json(200, &model_from_config(&self.running)),
-            (_, "/v1/ipvsadm") | (_, "/v1/model") => {
+            ("GET", "/v1/model") => Reply::json(200, &self.live_model()),
+            ("GET", "/v1/counters") => Reply::json(200, &self.counters()),
+            ("GET", "/metrics") => Reply::text(
+                metrics::render(&self.live_model(), &self.counters()),
+                metrics::CONTENT_TYPE,
+            ),
+            ("GET", "/") | ("GET", "/index.html") => {
+                Reply::text(CONSOLE_HTML.to_string(), "text/html; charset=utf-8")
+            }
+            (_, "/v1/ipvsadm") | (_, "/v1/model") | (_, "/v1/counters") | (_, "/metrics") => {
                 Reply::error(405, &format!("method {method} not allowed on {path}"))
             }
             _ => Reply::error(404, &format!("no such endpoint: {path}")),

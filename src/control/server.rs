@@ -10,7 +10,7 @@ use tiny_http::{Header, Request, Response, Server};
 
 use crate::config::ControlConfig;
 
-use super::api::{Control, Reply, MAX_BODY};
+use super::api::{is_public, Control, Reply, MAX_BODY};
 use super::auth::{bearer_ok, read_token};
 
 /// The listening sockets.
@@ -112,7 +112,7 @@ fn header(name: &str, value: &str) -> Header {
 fn respond(request: Request, reply: Reply, extra: Option<Header>) {
     let mut response = Response::from_string(reply.body)
         .with_status_code(reply.status)
-        .with_header(header("Content-Type", "application/json"));
+        .with_header(header("Content-Type", reply.content_type));
     if let Some(h) = extra {
         response.add_header(h);
     }
@@ -122,7 +122,8 @@ fn respond(request: Request, reply: Reply, extra: Option<Header>) {
 
 /// Authenticates (TCP only), reads the body, and replies.
 fn answer(control: &mut Control, mut request: Request, token: Option<&String>) {
-    if let Some(token) = token {
+    let public = is_public(request.url().split('?').next().unwrap_or(""));
+    if let Some(token) = token.filter(|_| !public) {
         let authorization = request
             .headers()
             .iter()
