@@ -410,6 +410,7 @@ fn data_plane(servers: usize, connections: usize) -> DataPlane {
         Limits {
             connections,
             neighbors: 64,
+            templates: 1024,
         },
         0x5EED_1234,
         Arc::new(WorkerCounters::new(ports)),

@@ -207,7 +207,7 @@ impl Control {
         let mut output = adm::run(args, &mut model, stdin.as_bytes());
         if let Ok(adm::Command::Zero(which)) = adm::args::parse(args) {
             let snapshot = self.shared.snapshot.load_full();
-            let keys: Vec<_> = before.services.iter().map(|s| s.key.clone()).collect();
+            let keys: Vec<_> = before.services.iter().map(|s| s.key).collect();
             self.live.zero(&snapshot, |i| {
                 which.as_ref().is_none_or(|w| keys.get(i) == Some(w))
             });
