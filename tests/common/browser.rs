@@ -24,7 +24,13 @@ static NEXT_PROFILE: AtomicU32 = AtomicU32::new(0);
 /// The page's DOM, serialised, after its scripts ran for
 /// [`VIRTUAL_TIME_BUDGET_MS`].
 pub fn dump_dom(url: &str) -> String {
-    let out = run_chromium(url, &["--dump-dom".into()], VIRTUAL_TIME_BUDGET_MS);
+    dump_dom_in(None, url)
+}
+
+/// [`dump_dom`] with Chromium run in network namespace `netns` (where
+/// the page's server listens, e.g. a lab's director).
+pub fn dump_dom_in(netns: Option<&str>, url: &str) -> String {
+    let out = run_chromium(netns, url, &["--dump-dom".into()], VIRTUAL_TIME_BUDGET_MS);
     String::from_utf8(out).expect("chromium's --dump-dom output is UTF-8")
 }
 
@@ -40,9 +46,15 @@ pub const SCREENSHOT_SIZE: (u32, u32) = (1400, 900);
 /// [`screenshot`] after `virtual_ms` of the page's time (120 000 fills the
 /// console's 2-minute rate charts).
 pub fn screenshot_after(url: &str, path: &Path, virtual_ms: u32) {
+    screenshot_in(None, url, path, virtual_ms)
+}
+
+/// [`screenshot_after`] with Chromium in network namespace `netns`.
+pub fn screenshot_in(netns: Option<&str>, url: &str, path: &Path, virtual_ms: u32) {
     let path = std::path::absolute(path).expect("absolute screenshot path");
     let _ = std::fs::remove_file(&path);
     run_chromium(
+        netns,
         url,
         &[
             format!("--screenshot={}", path.display()),
@@ -76,7 +88,7 @@ fn host_of(url: &str) -> &str {
 
 /// Runs Chromium headless on `url` with `extra` arguments, letting the
 /// page's timers run for `virtual_ms`, and returns its standard output. Panics, with Chromium's stderr, if it fails or hangs.
-fn run_chromium(url: &str, extra: &[String], virtual_ms: u32) -> Vec<u8> {
+fn run_chromium(netns: Option<&str>, url: &str, extra: &[String], virtual_ms: u32) -> Vec<u8> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let profile = profile_dir();
     let bin = chromium();
@@ -103,7 +115,15 @@ fn run_chromium(url: &str, extra: &[String], virtual_ms: u32) -> Vec<u8> {
     args.extend_from_slice(extra);
     args.push(url.into());
 
-    let mut child = match Command::new(&bin)
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, &bin]);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    let mut child = match command
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -3,6 +3,8 @@
 //! Needs root (namespaces); CI runs as root.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod browser;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -137,12 +139,22 @@ pub struct Rvsd {
 impl Rvsd {
     /// Starts rvsd in the director namespace and waits until the VIP answers.
     pub fn start(lab: &Lab, config: &str) -> Rvsd {
+        Rvsd::start_with_control(lab, config, "")
+    }
+
+    /// The control socket of the lab's rvsd.
+    pub fn socket(lab: &Lab) -> PathBuf {
+        lab.state_dir().join("rvsd.sock")
+    }
+
+    /// [`Rvsd::start`] with more lines for the `[control]` table.
+    pub fn start_with_control(lab: &Lab, config: &str, control_extra: &str) -> Rvsd {
         let dir = lab.state_dir();
         let conf = dir.join("rvsd.toml");
         // Each lab's rvsd has its own control socket, so labs can run at once.
         let control = format!(
-            "\n[control]\nsocket = \"{}\"\n",
-            dir.join("rvsd.sock").display()
+            "\n[control]\nsocket = \"{}\"\n{control_extra}",
+            Rvsd::socket(lab).display()
         );
         std::fs::write(&conf, format!("{config}{control}")).unwrap();
         let stderr_path = dir.join("rvsd.err");
