@@ -383,3 +383,56 @@ fn rvsadm_without_rvsd() {
         "--socket without a path"
     );
 }
+
+/// Every scheduler by name, and the hashing schedulers' `-b` flags, through
+/// rvsadm into the running configuration and back out of `-Ln` and `-S`.
+#[test]
+fn every_scheduler_and_the_sched_flags() {
+    let scratch = Scratch::new("sched");
+    let dir = &scratch.0;
+    fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let file = dir.join("rvsd.toml");
+    fs::write(&file, config(dir, "sched", &listen, "")).unwrap();
+    let d = Daemon::start(dir, &file);
+    for name in rvs::sched::SchedulerKind::ALL.iter().map(|k| k.name()) {
+        d.ok(&format!("-A -t 198.18.0.100:80 -s {name}"));
+        d.ok("-a -t 198.18.0.100:80 -r 198.19.0.11:80 -m");
+        assert_eq!(
+            d.ok("-Ln"),
+            format!(
+                "{HEADER}TCP  198.18.0.100:80 {name}\n  \
+                 -> 198.19.0.11:80               Masq    1      0          0         \n"
+            ),
+            "{name}"
+        );
+        d.ok("-D -t 198.18.0.100:80");
+    }
+    d.ok("-A -t 198.18.0.100:80 -s mh -b mh-port,mh-fallback");
+    d.ok("-A -t 198.18.0.100:443 -s sh -b sh-fallback");
+    let listing = d.ok("-Ln");
+    assert!(
+        listing.contains("TCP  198.18.0.100:80 mh (mh-fallback,mh-port)\n"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("TCP  198.18.0.100:443 sh (sh-fallback)\n"),
+        "{listing}"
+    );
+    let saved = d.ok("-S -n");
+    assert!(
+        saved.contains("-A -t 198.18.0.100:80 -s mh -b mh-fallback,mh-port\n"),
+        "{saved}"
+    );
+    // Flags of another scheduler are refused, naming the argument.
+    let out = d.rvsadm("-E -t 198.18.0.100:443 -s wlc -b sh-port");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("incompatible scheduler flag `sh-port'"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(d
+        .ok("-Ln")
+        .contains("TCP  198.18.0.100:443 sh (sh-fallback)\n"));
+}
