@@ -150,6 +150,31 @@ pub struct WorkerCounters {
     pub latency: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
     /// Per-destination statistics (see [`DestStats`]).
     pub dests: ArcSwap<Vec<DestCounters>>,
+    /// Connection listing on request (`rvsadm -c`), see [`ConnDump`].
+    pub conn_dump: ConnDump,
+}
+
+/// One connection as a listing shows it: the record and how long it has
+/// left.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnListing {
+    pub conn: crate::conn::Conn,
+    pub expires_in: crate::conn::Millis,
+}
+
+/// How the management thread gets a worker's connections without touching
+/// its table: it bumps `requested`; the worker, on its slow path (never per
+/// packet), copies up to [`ConnDump::MAX`] connections into `answer` tagged
+/// with that number.
+#[derive(Debug, Default)]
+pub struct ConnDump {
+    pub requested: AtomicU64,
+    pub answer: std::sync::Mutex<(u64, Vec<ConnListing>)>,
+}
+
+impl ConnDump {
+    /// Connections one worker lists at most.
+    pub const MAX: usize = 65_536;
 }
 
 impl WorkerCounters {
@@ -170,6 +195,7 @@ impl WorkerCounters {
             busy_cycles: Counter::default(),
             latency: std::sync::Mutex::new(None),
             dests: ArcSwap::from_pointee(Vec::new()),
+            conn_dump: ConnDump::default(),
         }
     }
 

@@ -10,7 +10,7 @@ use crossbeam::queue::ArrayQueue;
 
 use crate::addr::MacAddr;
 use crate::conn::Millis;
-use crate::counters::{DropReason, WorkerCounters};
+use crate::counters::{ConnDump, ConnListing, DropReason, WorkerCounters};
 use crate::dpdk::{self, Mbuf, Mempool, Port, RxBurst, TxBuffer, TxQueue};
 use crate::neigh::{PendingQueue, Resolution};
 use crate::pipeline::{
@@ -435,5 +435,29 @@ impl Worker {
             |_| plane.counters.count_drop(DropReason::NeighborTimeout),
         );
         dp.expire(now, EXPIRE_BUDGET);
+        self.answer_conn_dump(dp, now);
+    }
+
+    /// `rvsadm -c`: copies the connections when the management thread
+    /// asked for them (slow path only; it allocates).
+    fn answer_conn_dump(&self, dp: &DataPlane, now: Millis) {
+        let dump = &self.counters.conn_dump;
+        let wanted = dump.requested.load(Ordering::Acquire);
+        let Ok(mut answer) = dump.answer.try_lock() else {
+            return; // being read: next time
+        };
+        if answer.0 == wanted {
+            return;
+        }
+        let listing = dp
+            .conns
+            .iter()
+            .take(ConnDump::MAX)
+            .map(|(_, conn)| ConnListing {
+                conn: *conn,
+                expires_in: conn.expires_at.saturating_sub(now),
+            })
+            .collect();
+        *answer = (wanted, listing);
     }
 }

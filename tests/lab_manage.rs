@@ -125,6 +125,33 @@ fn rvsadm_lists_live_figures_and_the_console_and_metrics_show_them() {
     let closed: u64 = inactive.iter().sum();
     assert!((21..=25).contains(&closed), "{listing}");
 
+    // -c: the connections themselves, from every worker.
+    let conns = ok(&lab, &["-L", "-n", "-c"]);
+    let mut lines = conns.lines();
+    assert_eq!(lines.next(), Some("IPVS connection entries"));
+    assert_eq!(
+        lines.next(),
+        Some("pro expire state       source             virtual            destination")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    let tcp: Vec<&Vec<&str>> = rows.iter().filter(|r| r[0] == "TCP").collect();
+    assert_eq!(tcp.len() as u64, closed, "{conns}");
+    for r in &tcp {
+        assert_eq!(r.len(), 6, "{r:?}");
+        let (mm, ss) = r[1].split_once(':').expect("MM:SS");
+        assert!(mm.len() == 2 && ss.len() == 2, "{r:?}");
+        assert!(
+            matches!(
+                r[2],
+                "TIME_WAIT" | "FIN_WAIT" | "CLOSE" | "CLOSE_WAIT" | "LAST_ACK" | "SYN_RECV"
+            ),
+            "{r:?}"
+        );
+        assert!(r[3].starts_with("198.18.0.2:"), "{r:?}");
+        assert_eq!(r[4], "198.18.0.100:80");
+        assert!(matches!(r[5], "198.19.0.11:80" | "198.19.0.12:80"), "{r:?}");
+    }
+
     // --stats: connections and packets per server and service.
     let stats = ok(&lab, &["-L", "-n", "--stats", "--exact"]);
     let tcp_line = stats

@@ -18,13 +18,34 @@ use crate::worker::Shared;
 
 use super::convert::{config_from_model, model_from_config};
 use super::live::Live;
+use crate::adm::model::{ConnectionEntry, Protocol as AdmProtocol};
 use crate::adm::Model;
 use crate::conn::Millis;
-use crate::counters::{DropReason, WorkerCounters};
+use crate::counters::{ConnListing, DropReason, WorkerCounters};
 use crate::web::{metrics, Counters, PortCounters, CONSOLE_HTML};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
 const JSON: &str = "application/json";
+
+/// One listed connection as `rvsadm -c` shows it.
+fn connection_entry(listing: &ConnListing) -> Option<ConnectionEntry> {
+    let c = &listing.conn;
+    let protocol = match c.protocol {
+        6 => AdmProtocol::Tcp,
+        17 => AdmProtocol::Udp,
+        _ => return None,
+    };
+    let v4 = |addr, port| SocketAddr::V4(SocketAddrV4::new(addr, port));
+    Some(ConnectionEntry {
+        protocol,
+        client: v4(c.client_addr, c.client_port),
+        virtual_addr: v4(c.virtual_addr, c.virtual_port),
+        destination: v4(c.real_addr, c.real_port),
+        state: c.state.name().to_string(),
+        expires: (listing.expires_in / 1000).min(u64::from(u32::MAX)) as u32,
+    })
+}
 
 /// Largest request body accepted (a `-R` of a few thousand rules fits).
 pub const MAX_BODY: usize = 4 << 20;
@@ -161,6 +182,34 @@ impl Control {
         model
     }
 
+    /// Every worker's connections (`rvsadm -c`), asked for through
+    /// [`crate::counters::ConnDump`]; a worker that does not answer within
+    /// half a second is left out.
+    pub fn connections(&self) -> Vec<ConnectionEntry> {
+        let workers = self.live.workers();
+        let wanted: Vec<u64> = workers
+            .iter()
+            .map(|w| w.conn_dump.requested.fetch_add(1, Ordering::AcqRel) + 1)
+            .collect();
+        let deadline = Instant::now() + std::time::Duration::from_millis(500);
+        let mut entries = Vec::new();
+        for (w, &want) in workers.iter().zip(&wanted) {
+            loop {
+                if let Ok(answer) = w.conn_dump.answer.lock() {
+                    if answer.0 >= want {
+                        entries.extend(answer.1.iter().filter_map(connection_entry));
+                        break;
+                    }
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        entries
+    }
+
     /// Drops, ports and connections, summed over the workers.
     pub fn counters(&self) -> Counters {
         let workers = self.live.workers();
@@ -202,7 +251,12 @@ impl Control {
     /// table is applied only if the whole new table is valid for rvs;
     /// otherwise the reason is added to stderr and nothing changes.
     pub fn ipvsadm(&mut self, args: &[String], stdin: &str) -> Output {
-        let before = self.live_model();
+        let mut before = self.live_model();
+        if let Ok(adm::Command::List(request)) = adm::args::parse(args) {
+            if request.what == adm::ListWhat::Connections {
+                before.connections = self.connections();
+            }
+        }
         let mut model = before.clone();
         let mut output = adm::run(args, &mut model, stdin.as_bytes());
         if let Ok(adm::Command::Zero(which)) = adm::args::parse(args) {
