@@ -89,10 +89,33 @@ pub struct Config {
     /// Service groups (`[[group]]`, IPVS firewall-mark services): unique by
     /// name and mark; no member is also a `[[service]]` or in two groups.
     pub groups: Vec<GroupConfig>,
+    /// Connection timeouts (`[timeouts]`, ipvsadm `--set`).
+    pub timeouts: TimeoutsConfig,
     /// Benchmark knobs (`[bench]`); off by default.
     pub bench: BenchConfig,
     /// `[control]`: where the control API listens.
     pub control: ControlConfig,
+}
+
+/// `[timeouts]`: ipvsadm's `--set tcp tcpfin udp`, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeoutsConfig {
+    /// Established TCP connections (default 900).
+    pub tcp: u32,
+    /// TCP connections after a FIN (FIN_WAIT, default 120).
+    pub tcpfin: u32,
+    /// UDP flows (default 300).
+    pub udp: u32,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            tcp: 900,
+            tcpfin: 120,
+            udp: 300,
+        }
+    }
 }
 
 /// `[bench]`: settings for measuring rvsd, never for production.
@@ -468,6 +491,15 @@ struct RawConfig {
     group: Vec<Spanned<RawGroup>>,
     bench: Option<RawBench>,
     control: Option<RawControl>,
+    timeouts: Option<RawTimeouts>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    tcp: Option<Spanned<i64>>,
+    tcpfin: Option<Spanned<i64>>,
+    udp: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -675,6 +707,20 @@ impl Cx<'_> {
         let ports = self.ports(raw.port)?;
         let services = self.services(raw.service, &ports)?;
         let groups = self.groups(raw.group, &ports, &services)?;
+        let mut timeouts = TimeoutsConfig::default();
+        if let Some(t) = raw.timeouts {
+            // The kernel keeps timeouts in jiffies in an int: about 24 days.
+            const MAX: i64 = 2_000_000;
+            let set = |v: Option<Spanned<i64>>, key: &str, out: &mut u32| -> Res<()> {
+                if let Some(v) = v {
+                    *out = self.int_in(&v, key, 1, MAX)? as u32;
+                }
+                Ok(())
+            };
+            set(t.tcp, "timeouts.tcp", &mut timeouts.tcp)?;
+            set(t.tcpfin, "timeouts.tcpfin", &mut timeouts.tcpfin)?;
+            set(t.udp, "timeouts.udp", &mut timeouts.udp)?;
+        }
         let mut bench = BenchConfig::default();
         if let Some(pace) = raw.bench.and_then(|b| b.pace_pps) {
             bench.pace_pps = self.int_in(&pace, "bench.pace_pps", 0, 1_000_000_000)? as u64;
@@ -688,6 +734,7 @@ impl Cx<'_> {
             ports,
             services,
             groups,
+            timeouts,
             bench,
             control,
         })
@@ -1931,6 +1978,7 @@ addresses = ["198.19.0.1/24"]
                 }],
             }],
             groups: vec![],
+            timeouts: TimeoutsConfig::default(),
             bench: BenchConfig::default(),
             control: ControlConfig::default(),
         };
@@ -2214,10 +2262,25 @@ addresses = ["10.0.0.1/8"]
             "unknown field `foo`",
         );
         expect_err(
-            &format!("{PORTS}[timeouts]\ntcp = 900\n"),
-            10,
-            "timeouts",
-            "unknown field `timeouts`",
+            &format!("{PORTS}[timeouts]\ntcp = 900\nfin = 3\n"),
+            12,
+            "timeouts.fin",
+            "unknown field `fin`",
+        );
+        expect_err(
+            &format!("{PORTS}[timeouts]\nudp = 0\n"),
+            11,
+            "timeouts.udp",
+            "udp 0 out of range (1..=2000000)",
+        );
+        let c = ok(&format!("{PORTS}[timeouts]\ntcp = 60\n"));
+        assert_eq!(
+            c.timeouts,
+            TimeoutsConfig {
+                tcp: 60,
+                tcpfin: 120,
+                udp: 300
+            }
         );
         expect_err(
             &format!("[dpdk]\nlcores = \"0-1\"\nmemory = 64\n{PORTS}"),

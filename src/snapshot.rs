@@ -349,7 +349,12 @@ impl Snapshot {
             generation,
             ports,
             services,
-            timeouts: Timeouts::default(),
+            timeouts: {
+                let mut t = Timeouts::default();
+                let c = &config.timeouts;
+                t.set_ipvsadm(c.tcp, c.tcpfin, c.udp);
+                t
+            },
             service_index,
             one_packet_replies,
             local,

@@ -482,7 +482,6 @@ weight = 2
                 "-e -t 198.18.0.100:80 -r 198.19.0.11:8080 -m -x 10",
                 "-t 198.18.0.100:80 -r 198.19.0.11:8080: connection thresholds",
             ),
-            ("--set 10 0 0", "--set: rvs uses IPVS's default timeouts"),
             (
                 "-E -t 198.18.0.100:80 -s rr -b flag-1",
                 "-t 198.18.0.100:80: -b flag-1",
@@ -549,6 +548,26 @@ weight = 2
         let err = c.reload(other_port).unwrap_err();
         assert!(err.contains("needs a restart"), "{err}");
         assert_eq!(*c.running(), next);
+    }
+
+    #[test]
+    fn set_changes_the_timeouts_the_workers_use() {
+        let mut c = control();
+        let out = run(&mut c, "--set 60 30 20");
+        assert_eq!((out.code, out.stderr.as_str()), (0, ""));
+        let t = &c.running().timeouts;
+        assert_eq!((t.tcp, t.tcpfin, t.udp), (60, 30, 20));
+        assert_eq!(
+            c.shared.snapshot.load().timeouts.ipvsadm(),
+            (60, 30, 20),
+            "compiled into the snapshot"
+        );
+        // 0 keeps a value, as in ipvsadm.
+        run(&mut c, "--set 0 0 45");
+        assert_eq!(
+            run(&mut c, "-L --timeout").stdout,
+            "Timeout (tcp tcpfin udp): 60 30 45\n"
+        );
     }
 
     #[test]

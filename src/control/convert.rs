@@ -81,7 +81,14 @@ fn destinations(servers: &[ServerConfig]) -> Vec<Destination> {
 /// firewall-mark services. Counters and connection counts are zero (the
 /// workers do not publish them yet).
 pub fn model_from_config(config: &Config) -> Model {
-    let mut model = Model::default();
+    let mut model = Model {
+        timeouts: Timeouts {
+            tcp: config.timeouts.tcp,
+            tcpfin: config.timeouts.tcpfin,
+            udp: config.timeouts.udp,
+        },
+        ..Model::default()
+    };
     for s in &config.services {
         model.services.push(Service {
             key: ServiceKey::Addr {
@@ -241,7 +248,7 @@ fn label_of_key<'a>(
 /// would be.
 ///
 /// rvs's table differs from IPVS's in a few ways, each refused with the
-/// argument named: IPv4 only, no thresholds, no settable timeouts, flags
+/// argument named: IPv4 only, no thresholds, flags
 /// only for sh and mh, and firewall marks exist only as service groups,
 /// so a firewall-mark service takes its name and members from the group
 /// with the same mark in `known_groups` (every group the configuration
@@ -253,14 +260,12 @@ pub fn config_from_model(
     running: &Config,
     known_groups: &[GroupConfig],
 ) -> Result<Config, Refusal> {
-    if model.timeouts != Timeouts::default() {
-        return Err(
-            "--set: rvs uses IPVS's default timeouts (900 120 300); they cannot be \
-                    changed yet"
-                .to_string(),
-        );
-    }
     let mut config = running.clone();
+    config.timeouts = crate::config::TimeoutsConfig {
+        tcp: model.timeouts.tcp,
+        tcpfin: model.timeouts.tcpfin,
+        udp: model.timeouts.udp,
+    };
     config.services.clear();
     config.groups.clear();
     // Per service or group: its own label, then one per server.

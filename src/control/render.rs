@@ -98,6 +98,15 @@ pub fn render(config: &Config) -> String {
         );
     }
 
+    let t = &config.timeouts;
+    let _ = writeln!(out, "\n[timeouts]");
+    let _ = writeln!(out, "tcp = {}", t.tcp);
+    let _ = writeln!(out, "tcpfin = {}", t.tcpfin);
+    let _ = writeln!(out, "udp = {}", t.udp);
+
+    let _ = writeln!(out, "\n[bench]");
+    let _ = writeln!(out, "pace_pps = {}", config.bench.pace_pps);
+
     let c = &config.control;
     let _ = writeln!(out, "\n[control]");
     let _ = writeln!(out, "socket = {}", quoted(&c.socket.to_string_lossy()));
