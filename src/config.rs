@@ -410,6 +410,12 @@ pub struct ServerConfig {
     pub forward: Forward,
     /// 0..=65535; 0 means no new connections.
     pub weight: u32,
+    /// ipvsadm `-x`: above this many connections (active + inactive) the
+    /// server takes no new ones (0 = no limit).
+    pub upper_threshold: u32,
+    /// ipvsadm `-y`: an overloaded server takes new connections again below
+    /// this many (0 = below 3/4 of `upper_threshold`, as IPVS).
+    pub lower_threshold: u32,
 }
 
 // ---------------------------------------------------------------------------
@@ -599,6 +605,8 @@ struct RawServer {
     address: Spanned<String>,
     forward: Spanned<String>,
     weight: Option<Spanned<i64>>,
+    upper_threshold: Option<Spanned<i64>>,
+    lower_threshold: Option<Spanned<i64>>,
 }
 
 /// The validated common part of a service or group.
@@ -1493,10 +1501,32 @@ impl Cx<'_> {
                 None => 1,
                 Some(w) => self.int_in(w, &format!("{k}.weight"), 0, 65535)? as u32,
             };
+            let threshold = |v: &Option<Spanned<i64>>, key: &str| -> Res<u32> {
+                match v {
+                    None => Ok(0),
+                    Some(t) => {
+                        Ok(self.int_in(t, &format!("{k}.{key}"), 0, u32::MAX as i64)? as u32)
+                    }
+                }
+            };
+            let upper_threshold = threshold(&srv.upper_threshold, "upper_threshold")?;
+            let lower_threshold = threshold(&srv.lower_threshold, "lower_threshold")?;
+            if upper_threshold != 0 && lower_threshold > upper_threshold {
+                let span = srv.lower_threshold.as_ref().expect("set").span();
+                return Err(self.err(
+                    span,
+                    format!("{k}.lower_threshold"),
+                    format!(
+                        "lower_threshold {lower_threshold} is above upper_threshold {upper_threshold}"
+                    ),
+                ));
+            }
             servers.push(ServerConfig {
                 address,
                 forward,
                 weight,
+                upper_threshold,
+                lower_threshold,
             });
         }
         Ok(ServiceBody {
@@ -1975,6 +2005,8 @@ addresses = ["198.19.0.1/24"]
                     address: sa("198.19.0.11:80"),
                     forward: Forward::Nat,
                     weight: 1,
+                    upper_threshold: 0,
+                    lower_threshold: 0,
                 }],
             }],
             groups: vec![],
@@ -2928,6 +2960,28 @@ addresses = ["10.0.0.1/8"]
             13,
             "service[0].mh_table_size",
             "mh_table_size is for scheduler mh, not wlc",
+        );
+    }
+
+    #[test]
+    fn connection_thresholds() {
+        let c = ok(&service(
+            "",
+            "upper_threshold = 100\nlower_threshold = 50\n",
+        ));
+        let r = &c.services[0].servers[0];
+        assert_eq!((r.upper_threshold, r.lower_threshold), (100, 50));
+        expect_err(
+            &service("", "upper_threshold = 10\nlower_threshold = 50\n"),
+            17,
+            "service[0].server[0].lower_threshold",
+            "lower_threshold 50 is above upper_threshold 10",
+        );
+        expect_err(
+            &service("", "upper_threshold = -1\n"),
+            16,
+            "service[0].server[0].upper_threshold",
+            "out of range",
         );
     }
 

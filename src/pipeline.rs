@@ -85,7 +85,11 @@ impl Default for Limits {
 /// put on each server (IPVS's per-dest counters, per worker).
 struct ServiceState {
     scheduler: Box<dyn Scheduler>,
+    /// What the scheduler sees: an overloaded server's weight reads 0.
     loads: Vec<ServerLoad>,
+    /// Per server: over its upper connection threshold (IPVS's
+    /// IP_VS_DEST_F_OVERLOAD), so it takes no new connections.
+    overloaded: Vec<bool>,
 }
 
 const NO_SLOT: (u32, u32) = (u32::MAX, u32::MAX);
@@ -151,7 +155,7 @@ impl DataPlane {
         let mut services = Vec::with_capacity(snapshot.services.len());
         let mut slots = vec![NO_SLOT; snapshot.dest_id_limit as usize];
         for (si, svc) in snapshot.services.iter().enumerate() {
-            let loads: Vec<ServerLoad> = svc
+            let mut loads: Vec<ServerLoad> = svc
                 .servers
                 .iter()
                 .enumerate()
@@ -165,11 +169,29 @@ impl DataPlane {
                     }
                 })
                 .collect();
+            let overloaded: Vec<bool> = svc
+                .servers
+                .iter()
+                .zip(&loads)
+                .map(|(server, load)| {
+                    let was = self.was_overloaded(server.dest_id);
+                    server.overloaded_at(u64::from(load.active) + u64::from(load.inactive), was)
+                })
+                .collect();
+            for (load, &over) in loads.iter_mut().zip(&overloaded) {
+                if over {
+                    load.weight = 0;
+                }
+            }
             let mut scheduler = svc
                 .scheduler
                 .build_with(svc.sched_flags, svc.maglev.clone());
             scheduler.update(&loads);
-            services.push(ServiceState { scheduler, loads });
+            services.push(ServiceState {
+                scheduler,
+                loads,
+                overloaded,
+            });
         }
         // Templates of services that are gone or whose persistence changed,
         // and of servers that left their service, go (a removed server's
@@ -207,6 +229,12 @@ impl DataPlane {
             .counters
             .dest_stats_for(snapshot.dest_id_limit as usize);
         self.snapshot = snapshot;
+    }
+
+    fn was_overloaded(&self, dest_id: u32) -> bool {
+        self.slot(dest_id)
+            .and_then(|(s, r)| self.services.get(s)?.overloaded.get(r).copied())
+            .unwrap_or(false)
     }
 
     fn load_of(&self, dest_id: u32) -> ServerLoad {
@@ -256,7 +284,22 @@ impl DataPlane {
             d.active.set(u64::from(active));
             d.inactive.set(u64::from(inactive));
         }
-        if let Some(svc) = self.services.get_mut(s) {
+        let (Some(svc), Some(plan)) = (
+            self.services.get_mut(s),
+            self.snapshot.services.get(s).and_then(|p| p.servers.get(r)),
+        ) else {
+            return;
+        };
+        let conns = u64::from(active) + u64::from(inactive);
+        let over = plan.overloaded_at(conns, svc.overloaded[r]);
+        if over != svc.overloaded[r] {
+            // Crossing a threshold changes the weight the scheduler sees:
+            // a configuration change for it (O(n), no allocation for an
+            // unchanged list), rare by design of the thresholds.
+            svc.overloaded[r] = over;
+            svc.loads[r].weight = if over { 0 } else { plan.weight };
+            svc.scheduler.update(&svc.loads);
+        } else {
             svc.scheduler.load_changed(&svc.loads, r);
         }
     }

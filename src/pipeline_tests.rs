@@ -2689,3 +2689,33 @@ fn a_removed_servers_connections_end_at_their_next_packet() {
         forward(LAN, RS2)
     );
 }
+
+#[test]
+fn a_server_over_its_upper_threshold_takes_no_new_connections_until_it_drains() {
+    let text = service_config("rr", &[1, 1]).replacen(
+        "weight = 1\n",
+        "weight = 1\nupper_threshold = 2\n",
+        1,
+    );
+    let mut dp = plane(&text);
+    let mut to = |dp: &mut DataPlane, sport: u16, now: Millis| {
+        let (v, _) = run(dp, Pkt::from_client(sport, SYN).tcp(), WAN, now);
+        let Verdict::Forward { next_hop, .. } = v else {
+            panic!("{v:?}")
+        };
+        next_hop
+    };
+    assert_eq!(to(&mut dp, 40000, 0), RS1);
+    assert_eq!(to(&mut dp, 40001, 0), RS2);
+    assert_eq!(to(&mut dp, 40002, 0), RS1); // RS1 now has 2: overloaded
+    assert_eq!(to(&mut dp, 40003, 0), RS2);
+    assert_eq!(to(&mut dp, 40004, 0), RS2, "rr skips the overloaded server");
+    assert_eq!(to(&mut dp, 40005, 0), RS2);
+    // One of RS1's connections resets and expires: 1 left, below 3/4 of 2.
+    run(&mut dp, Pkt::from_client(40000, ACK).tcp(), WAN, 1);
+    run(&mut dp, Pkt::from_client(40000, RST | ACK).tcp(), WAN, 1);
+    dp.expire(11_000, 1 << 16);
+    assert_eq!(loads(&dp, 0)[0], load(0, 1));
+    let next: Vec<Ipv4Addr> = (40006..40008).map(|p| to(&mut dp, p, 11_000)).collect();
+    assert!(next.contains(&RS1), "RS1 takes connections again: {next:?}");
+}

@@ -49,6 +49,34 @@ pub struct ServerPlan {
     /// The weight the Maglev table is built with: the last weight above 0,
     /// so that quiescing a server (weight 0) moves only its own clients.
     pub table_weight: u32,
+    /// Connection thresholds (ipvsadm `-x` / `-y`; 0 = none).
+    pub upper_threshold: u32,
+    pub lower_threshold: u32,
+}
+
+impl ServerPlan {
+    /// IPVS's overload rule for a server with `conns` connections (active
+    /// and inactive) that is `overloaded` now: it becomes overloaded at
+    /// `upper_threshold` and recovers below `lower_threshold`, or below 3/4
+    /// of the upper one when no lower one is set.
+    pub fn overloaded_at(&self, conns: u64, overloaded: bool) -> bool {
+        let upper = u64::from(self.upper_threshold);
+        if upper == 0 {
+            return false;
+        }
+        if conns >= upper {
+            return true;
+        }
+        if !overloaded {
+            return false;
+        }
+        let lower = u64::from(self.lower_threshold);
+        if lower != 0 {
+            conns >= lower
+        } else {
+            conns * 4 >= upper * 3
+        }
+    }
 }
 
 /// How a service is named: by address or, for a group, by its mark.
@@ -229,6 +257,8 @@ impl Snapshot {
                         forward: r.forward,
                         weight: r.weight,
                         table_weight,
+                        upper_threshold: r.upper_threshold,
+                        lower_threshold: r.lower_threshold,
                     }
                 })
                 .collect()

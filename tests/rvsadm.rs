@@ -436,3 +436,32 @@ fn every_scheduler_and_the_sched_flags() {
         .ok("-Ln")
         .contains("TCP  198.18.0.100:443 sh (sh-fallback)\n"));
 }
+
+/// `-x` / `-y` reach the running configuration and `--thresholds` shows them.
+#[test]
+fn connection_thresholds() {
+    let scratch = Scratch::new("thresholds");
+    let dir = &scratch.0;
+    fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let file = dir.join("rvsd.toml");
+    fs::write(&file, config(dir, "thresholds", &listen, "")).unwrap();
+    let d = Daemon::start(dir, &file);
+    d.ok("-A -t 198.18.0.100:80 -s wlc");
+    d.ok("-a -t 198.18.0.100:80 -r 198.19.0.11:80 -m -x 100 -y 50");
+    assert_eq!(
+        d.ok("-L -n --thresholds"),
+        format!(
+            "{HEADER_THRESHOLDS}TCP  198.18.0.100:80 wlc\n  \
+             -> 198.19.0.11:80               100        50         0          0         \n"
+        )
+    );
+    // A lower threshold above the upper one is refused, table unchanged.
+    let out = d.rvsadm("-e -t 198.18.0.100:80 -r 198.19.0.11:80 -m -x 10 -y 50");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(d.ok("-L -n --thresholds").contains("100        50"));
+}
+
+const HEADER_THRESHOLDS: &str = "IP Virtual Server version 1.2.1 (size=4096)\n\
+    Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn \n  \
+    -> RemoteAddress:Port\n";

@@ -66,8 +66,8 @@ fn destinations(servers: &[ServerConfig]) -> Vec<Destination> {
             addr: SocketAddr::V4(s.address),
             forward: adm_forward(s.forward),
             weight: s.weight,
-            upper_threshold: 0,
-            lower_threshold: 0,
+            upper_threshold: s.upper_threshold,
+            lower_threshold: s.lower_threshold,
             active_conns: 0,
             inactive_conns: 0,
             persistent_conns: 0,
@@ -185,11 +185,6 @@ fn body(service: &Service, label: &str) -> Result<Body, Refusal> {
     for d in &service.destinations {
         let server_label = format!("{label} -r {}", d.addr);
         let address = ipv4(d.addr, &server_label)?;
-        if d.upper_threshold != 0 || d.lower_threshold != 0 {
-            return Err(format!(
-                "{server_label}: connection thresholds (-x, -y) are not supported by rvs"
-            ));
-        }
         let forward = match d.forward {
             AdmForward::Nat => Forward::Nat,
             AdmForward::Dr => Forward::Dr,
@@ -204,6 +199,8 @@ fn body(service: &Service, label: &str) -> Result<Body, Refusal> {
             address,
             forward,
             weight: d.weight,
+            upper_threshold: d.upper_threshold,
+            lower_threshold: d.lower_threshold,
         });
     }
     Ok(Body {
@@ -248,7 +245,7 @@ fn label_of_key<'a>(
 /// would be.
 ///
 /// rvs's table differs from IPVS's in a few ways, each refused with the
-/// argument named: IPv4 only, no thresholds, flags
+/// argument named: IPv4 only, flags
 /// only for sh and mh, and firewall marks exist only as service groups,
 /// so a firewall-mark service takes its name and members from the group
 /// with the same mark in `known_groups` (every group the configuration

@@ -163,6 +163,12 @@ fn body(
         let _ = writeln!(out, "address = \"{}\"", server.address);
         let _ = writeln!(out, "forward = \"{}\"", server.forward);
         let _ = writeln!(out, "weight = {}", server.weight);
+        if server.upper_threshold != 0 {
+            let _ = writeln!(out, "upper_threshold = {}", server.upper_threshold);
+        }
+        if server.lower_threshold != 0 {
+            let _ = writeln!(out, "lower_threshold = {}", server.lower_threshold);
+        }
     }
 }
 
