@@ -2698,7 +2698,7 @@ fn a_server_over_its_upper_threshold_takes_no_new_connections_until_it_drains() 
         1,
     );
     let mut dp = plane(&text);
-    let mut to = |dp: &mut DataPlane, sport: u16, now: Millis| {
+    let to = |dp: &mut DataPlane, sport: u16, now: Millis| {
         let (v, _) = run(dp, Pkt::from_client(sport, SYN).tcp(), WAN, now);
         let Verdict::Forward { next_hop, .. } = v else {
             panic!("{v:?}")
