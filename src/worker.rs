@@ -59,6 +59,22 @@ impl Steering {
     fn queue(&self, from: usize, to: usize) -> &ArrayQueue<(Mbuf, u16)> {
         &self.packets[from * self.workers + to]
     }
+
+    /// Packets still queued between workers (after they stopped: packets
+    /// that will not be sent).
+    pub fn queued(&self) -> usize {
+        self.packets.iter().map(ArrayQueue::len).sum()
+    }
+
+    /// Whether a queue from worker `from` to another is over half full
+    /// (room left for one more burst from every port, with margin).
+    #[inline]
+    fn backed_up(&self, from: usize) -> bool {
+        (0..self.workers).filter(|&to| to != from).any(|to| {
+            let q = self.queue(from, to);
+            q.len() * 2 > q.capacity()
+        })
+    }
 }
 
 /// Packets taken from each other worker's queue per loop iteration.
@@ -184,7 +200,19 @@ impl Worker {
             let started = dpdk::rdtsc();
             let mut received = 0;
             rx_marks.clear();
+            // Packets other workers passed us come first, and new ones are
+            // taken from the NIC only while our queues to the others have
+            // room: an overloaded owner slows its peers' RX (where the NIC
+            // counts the loss) instead of overflowing a steering queue.
+            let mut may_receive = true;
+            if workers > 1 {
+                received += self.take_steered(&mut dp, &mut tx, &mut pending, now);
+                may_receive = !self.steering.backed_up(me);
+            }
             for (pi, &port) in self.ports.iter().enumerate() {
+                if !may_receive {
+                    break;
+                }
                 let n = match pacer.as_mut() {
                     None => burst.receive(port, self.queue),
                     Some(p) => {
@@ -215,9 +243,6 @@ impl Worker {
                         _ => self.handle(&mut dp, &mut tx, &mut pending, m, pi, now),
                     }
                 }
-            }
-            if workers > 1 {
-                received += self.take_steered(&mut dp, &mut tx, &mut pending, now);
             }
             for (pi, t) in tx.iter_mut().enumerate() {
                 t.flush();

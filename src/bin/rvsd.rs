@@ -197,9 +197,11 @@ fn run(config: &Config, config_path: &Path) -> Result<(), Box<dyn std::error::Er
     dpdk::wait_all_workers();
     let forwarding = started.elapsed();
     // Packets still queued between workers go back to the pool now.
+    let steered_at_stop = steering.queued();
     drop(steering);
 
     print_report(config, &ports, &counters, forwarding);
+    println!("steered_at_stop={steered_at_stop}");
     for port in &ports {
         port.stop_and_close();
     }
