@@ -91,6 +91,8 @@ pub struct Config {
     pub groups: Vec<GroupConfig>,
     /// Connection timeouts (`[timeouts]`, ipvsadm `--set`).
     pub timeouts: TimeoutsConfig,
+    /// Table sizes per worker (`[limits]`).
+    pub limits: LimitsConfig,
     /// Benchmark knobs (`[bench]`); off by default.
     pub bench: BenchConfig,
     /// `[control]`: where the control API listens.
@@ -118,6 +120,27 @@ impl Default for TimeoutsConfig {
     }
 }
 
+/// `[limits]`: what each worker allocates once at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Connections per worker (57 bytes each with the index).
+    pub connections: u32,
+    /// Persistence templates per worker.
+    pub templates: u32,
+    /// ARP entries per worker.
+    pub neighbors: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            connections: 1 << 20,
+            templates: 1 << 18,
+            neighbors: 4096,
+        }
+    }
+}
+
 /// `[bench]`: settings for measuring rvsd, never for production.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BenchConfig {
@@ -125,6 +148,10 @@ pub struct BenchConfig {
     /// queues (a token bucket), so a source that never runs dry
     /// (`net_pcap` with `infinite_rx=1`) offers a chosen load. 0 = no limit.
     pub pace_pps: u64,
+    /// Each worker fills its table with this many synthetic established
+    /// connections before forwarding (never matched by real traffic), so
+    /// lookups run against a table of that size.
+    pub prefill_connections: u32,
 }
 
 /// The control API's endpoints (`[control]`, docs/API.md).
@@ -498,6 +525,7 @@ struct RawConfig {
     bench: Option<RawBench>,
     control: Option<RawControl>,
     timeouts: Option<RawTimeouts>,
+    limits: Option<RawLimits>,
 }
 
 #[derive(Deserialize)]
@@ -512,6 +540,15 @@ struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 struct RawBench {
     pace_pps: Option<Spanned<i64>>,
+    prefill_connections: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    connections: Option<Spanned<i64>>,
+    templates: Option<Spanned<i64>>,
+    neighbors: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -729,9 +766,38 @@ impl Cx<'_> {
             set(t.tcpfin, "timeouts.tcpfin", &mut timeouts.tcpfin)?;
             set(t.udp, "timeouts.udp", &mut timeouts.udp)?;
         }
+        let mut limits = LimitsConfig::default();
+        if let Some(l) = raw.limits {
+            let max = crate::conn::MAX_CAPACITY as i64;
+            if let Some(v) = &l.connections {
+                limits.connections = self.int_in(v, "limits.connections", 1, max)? as u32;
+            }
+            if let Some(v) = &l.templates {
+                limits.templates = self.int_in(v, "limits.templates", 1, max)? as u32;
+            }
+            if let Some(v) = &l.neighbors {
+                limits.neighbors = self.int_in(v, "limits.neighbors", 1, 1 << 20)? as u32;
+            }
+        }
         let mut bench = BenchConfig::default();
-        if let Some(pace) = raw.bench.and_then(|b| b.pace_pps) {
-            bench.pace_pps = self.int_in(&pace, "bench.pace_pps", 0, 1_000_000_000)? as u64;
+        if let Some(b) = raw.bench {
+            if let Some(pace) = &b.pace_pps {
+                bench.pace_pps = self.int_in(pace, "bench.pace_pps", 0, 1_000_000_000)? as u64;
+            }
+            if let Some(n) = &b.prefill_connections {
+                let n = self.int_in(n, "bench.prefill_connections", 0, u32::MAX as i64)?;
+                if n >= i64::from(limits.connections) {
+                    return Err(self.err(
+                        b.prefill_connections.as_ref().expect("set").span(),
+                        "bench.prefill_connections",
+                        format!(
+                            "prefill_connections {n} leaves no room in limits.connections ({})",
+                            limits.connections
+                        ),
+                    ));
+                }
+                bench.prefill_connections = n as u32;
+            }
         }
         let control = match raw.control {
             Some(c) => self.control(c)?,
@@ -743,6 +809,7 @@ impl Cx<'_> {
             services,
             groups,
             timeouts,
+            limits,
             bench,
             control,
         })
@@ -2011,6 +2078,7 @@ addresses = ["198.19.0.1/24"]
             }],
             groups: vec![],
             timeouts: TimeoutsConfig::default(),
+            limits: LimitsConfig::default(),
             bench: BenchConfig::default(),
             control: ControlConfig::default(),
         };

@@ -834,6 +834,44 @@ impl DataPlane {
         Some(LEN)
     }
 
+    /// Benchmarks only (`[bench] prefill_connections`): fills the table
+    /// with `n` established connections that no real packet matches
+    /// (clients 198.19.128.0/17, which the benchmarks never send from),
+    /// never expiring and not counted as any server's load.
+    pub fn prefill(&mut self, n: usize) {
+        let Some((vip, vport, real, rport, dest_id)) =
+            self.snapshot.services.iter().find_map(|s| {
+                let r = s.servers.first()?;
+                let (addr, port) = match s.members.first() {
+                    Some(m) => (m.addr, m.port),
+                    None => (s.addr, s.port),
+                };
+                Some((addr, port, r.addr, r.port, r.dest_id))
+            })
+        else {
+            return;
+        };
+        for i in 0..n {
+            let client = 0xc613_8000u32 + (i / 60_000) as u32; // 198.19.128.0 + k
+            let conn = Conn {
+                protocol: 6,
+                client_addr: Ipv4Addr::from(client),
+                client_port: 1024 + (i % 60_000) as u16,
+                virtual_addr: vip,
+                virtual_port: vport,
+                real_addr: real,
+                real_port: if rport == 0 { vport } else { rport },
+                dest_id,
+                state: ConnState::Established,
+                expires_at: Millis::MAX,
+                flags: 0,
+            };
+            if self.conns.insert(conn).is_err() {
+                break;
+            }
+        }
+    }
+
     /// Slow path: removes up to `budget` expired connections.
     pub fn expire(&mut self, now: Millis, budget: usize) -> usize {
         let mut gone: [Conn; 64] = [Conn::EMPTY; 64];

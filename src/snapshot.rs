@@ -3,6 +3,7 @@
 //! between bursts.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -11,6 +12,65 @@ use crate::config::{Config, Forward, Persistence, Protocol, ServerConfig};
 use crate::conn::{Millis, Timeouts};
 use crate::sched::maglev::{MaglevTable, ServerIdentity};
 use crate::sched::{HashFlags, SchedulerKind};
+
+/// The snapshot's lookup maps, consulted on every packet: keyed by a few
+/// bytes of configuration (VIPs, ports), so a multiply-rotate hash (the
+/// Fx hash of rustc) serves; SipHash's defence against chosen keys is moot
+/// when only the configuration inserts keys (a packet can only look up).
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// Index of a port in [`Snapshot::ports`] (and in the worker's queues).
 pub type PortIdx = usize;
@@ -157,13 +217,13 @@ pub struct Snapshot {
     pub services: Vec<ServicePlan>,
     pub timeouts: Timeouts,
     /// Services by key, group members included; port-0 services under port 0.
-    service_index: HashMap<ServiceKey, usize>,
+    service_index: FastMap<ServiceKey, usize>,
     /// NAT replies of one-packet services, which have no connection: the
     /// real server (protocol, address, port; port 0 = any) → the VIP and
     /// port (0 = keep) they are translated back to.
-    one_packet_replies: HashMap<ServiceKey, (Ipv4Addr, u16)>,
+    one_packet_replies: FastMap<ServiceKey, (Ipv4Addr, u16)>,
     /// Director addresses and VIPs, with the ports that answer ARP for them.
-    local: HashMap<Ipv4Addr, LocalAddr>,
+    local: FastMap<Ipv4Addr, LocalAddr>,
     /// Number of dest ids handed out; ids are below this.
     pub dest_id_limit: u32,
     /// Workers share flows out by `client address & steer_mask`: the
@@ -218,7 +278,7 @@ impl Snapshot {
             })
             .collect();
 
-        let mut local = HashMap::new();
+        let mut local = FastMap::default();
         for (i, p) in ports.iter().enumerate().take(MAX_PORTS) {
             for a in &p.addresses {
                 local
@@ -233,8 +293,8 @@ impl Snapshot {
 
         let mut next_id = previous.map_or(0, |p| p.dest_id_limit);
         let mut services: Vec<ServicePlan> = Vec::new();
-        let mut service_index = HashMap::new();
-        let mut one_packet_replies = HashMap::new();
+        let mut service_index = FastMap::default();
+        let mut one_packet_replies = FastMap::default();
         let mut vips: Vec<Ipv4Addr> = Vec::new();
         let mut plan_servers = |id: ServiceId, servers: &[ServerConfig]| -> Vec<ServerPlan> {
             servers

@@ -127,6 +127,8 @@ pub struct Worker {
     /// `[bench] pace_pps`: packets per second this worker takes from its
     /// RX queues at most; 0 = no limit.
     pub pace_pps: u64,
+    /// `[bench] prefill_connections`.
+    pub prefill_connections: usize,
 }
 
 /// A token bucket over the TSC: how many packets the worker may take now.
@@ -173,6 +175,7 @@ impl Worker {
             self.hash_seed,
             self.counters.clone(),
         );
+        dp.prefill(self.prefill_connections);
         let mut tx: Vec<TxBuffer> = self
             .ports
             .iter()

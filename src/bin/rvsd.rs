@@ -128,7 +128,11 @@ fn run(config: &Config, config_path: &Path) -> Result<(), Box<dyn std::error::Er
         .iter()
         .map(|_| Arc::new(WorkerCounters::new(ports.len())))
         .collect();
-    let limits = Limits::default();
+    let limits = Limits {
+        connections: config.limits.connections as usize,
+        neighbors: config.limits.neighbors as usize,
+        templates: config.limits.templates as usize,
+    };
     let steering = Arc::new(Steering::new(worker_lcores.len(), STEER_QUEUE_DEPTH));
     for (queue, (&lcore, counters)) in worker_lcores.iter().zip(&counters).enumerate() {
         let worker = Worker {
@@ -141,6 +145,7 @@ fn run(config: &Config, config_path: &Path) -> Result<(), Box<dyn std::error::Er
             limits,
             hash_seed: RandomState::new().build_hasher().finish(),
             pace_pps: config.bench.pace_pps,
+            prefill_connections: config.bench.prefill_connections as usize,
         };
         dpdk::launch_on_lcore(lcore, Box::new(move || worker.run()))?;
     }
