@@ -435,24 +435,27 @@ impl DataPlane {
             dst_port: l4.dst_port,
         };
 
-        // A packet of a known connection, from the client.
-        if let Some(id) = self.conns.find_from_client(&key) {
-            let conn = *self.conns.get(id);
-            let reuse = l4.protocol == 6
-                && is_new_tcp(l4.flags)
-                && matches!(conn.state, ConnState::TimeWait | ConnState::Close);
-            if !reuse {
-                return self.forward(frame, l4_start, id, l4, Direction::FromClient, now);
+        // A packet of a known connection: one lookup for either direction.
+        match self.conns.find_any(&key) {
+            Some((id, Direction::FromClient)) => {
+                let conn = *self.conns.get(id);
+                let reuse = l4.protocol == 6
+                    && is_new_tcp(l4.flags)
+                    && matches!(conn.state, ConnState::TimeWait | ConnState::Close);
+                if !reuse {
+                    return self.forward(frame, l4_start, id, l4, Direction::FromClient, now);
+                }
+                // The client reuses its port after the old connection closed:
+                // schedule afresh, as IPVS's conn_reuse_mode does.
+                let old = self.conns.remove(id);
+                self.connection_ended(&old);
+                self.counters.conns_live.add(1u64.wrapping_neg()); // −1 on a wrapping counter
             }
-            // The client reuses its port after the old connection closed:
-            // schedule afresh, as IPVS's conn_reuse_mode does.
-            let old = self.conns.remove(id);
-            self.connection_ended(&old);
-            self.counters.conns_live.add(1u64.wrapping_neg()); // −1 on a wrapping counter
-        }
-        // A reply from a real server.
-        if let Some(id) = self.conns.find_from_server(&key) {
-            return self.forward(frame, l4_start, id, l4, Direction::FromServer, now);
+            // A reply from a real server.
+            Some((id, Direction::FromServer)) => {
+                return self.forward(frame, l4_start, id, l4, Direction::FromServer, now);
+            }
+            None => {}
         }
         // A new connection to a virtual service.
         if let Some(svc) = self.snapshot.service(l4.protocol, ip_dst, l4.dst_port) {

@@ -201,6 +201,39 @@ impl ConnTable {
         self.find(key, SERVER)
     }
 
+    /// The connection a packet with tuple `key` belongs to, in either
+    /// direction, with one probe sequence (both keys of a tuple hash alike):
+    /// a reply costs one lookup, not a client-side miss and then a hit.
+    /// When both a client key and a server key equal `key` (two connections
+    /// whose client and real server swap roles), the client side wins, as
+    /// looking it up first would.
+    #[inline]
+    pub fn find_any(&self, key: &FlowKey) -> Option<(ConnId, Direction)> {
+        let h = self.hash(key, CLIENT);
+        let tag = self.fingerprint(h, CLIENT);
+        let side_bit = 1 << self.slot_bits;
+        let mut pos = self.home(h);
+        let mut server_match = None;
+        for _ in 0..self.index.len() {
+            let e = self.index[pos];
+            if e == 0 {
+                break;
+            }
+            if (e & !self.slot_mask) & !side_bit == tag {
+                let slot = (e & self.slot_mask) - 1;
+                let side = if e & side_bit == 0 { CLIENT } else { SERVER };
+                if key_of(&self.conns[slot as usize], side) == *key {
+                    if side == CLIENT {
+                        return Some((ConnId(slot), Direction::FromClient));
+                    }
+                    server_match.get_or_insert((ConnId(slot), Direction::FromServer));
+                }
+            }
+            pos = self.next(pos);
+        }
+        server_match
+    }
+
     /// The connection `id`. For an id that has been removed this returns the
     /// slot's stale contents (or its new occupant): check with
     /// [`is_live`](Self::is_live) or use [`try_get`](Self::try_get) when
@@ -333,10 +366,12 @@ impl ConnTable {
             return h;
         }
         let a = (u64::from(u32::from(k.src_addr)) << 32) | u64::from(u32::from(k.dst_addr));
+        // The side is not hashed: a packet's tuple probes one sequence for
+        // both keys (see `find_any`); the entry's side bit tells them apart.
+        let _ = side;
         let b = (u64::from(k.src_port) << 48)
             | (u64::from(k.dst_port) << 32)
-            | (u64::from(k.protocol) << 8)
-            | u64::from(side);
+            | (u64::from(k.protocol) << 8);
         let h = fold_mul(a ^ self.keys[0], b ^ self.keys[1]);
         fold_mul(h ^ self.keys[2], self.keys[3])
     }
@@ -960,6 +995,23 @@ mod tests {
     }
 
     fn check_find(t: &ConnTable, model: &HashMap<u32, Conn>, key: &FlowKey, side: u32) {
+        // One probe for both sides agrees with the two separate lookups,
+        // the client side first.
+        let side_of = |d: Direction| match d {
+            Direction::FromClient => CLIENT,
+            Direction::FromServer => SERVER,
+        };
+        let want_any = t
+            .find(key, CLIENT)
+            .map(|id| (id, Direction::FromClient))
+            .or(t.find(key, SERVER).map(|id| (id, Direction::FromServer)));
+        match (t.find_any(key), want_any) {
+            (Some((id, dir)), Some((_, want_dir))) => {
+                assert_eq!(dir, want_dir);
+                assert_eq!(key_of(&t.conns[id.index()], side_of(dir)), *key);
+            }
+            (got, want) => assert_eq!(got, want),
+        }
         let got = t.find(key, side);
         let expected = model.values().any(|c| key_of(c, side) == *key);
         match got {
