@@ -165,11 +165,21 @@ pub struct ConnListing {
 /// How the management thread gets a worker's connections without touching
 /// its table: it bumps `requested`; the worker, on its slow path (never per
 /// packet), copies up to [`ConnDump::MAX`] connections into `answer` tagged
-/// with that number.
+/// with that number, with the dest id of each of its persistence templates.
 #[derive(Debug, Default)]
 pub struct ConnDump {
     pub requested: AtomicU64,
-    pub answer: std::sync::Mutex<(u64, Vec<ConnListing>)>,
+    pub answer: std::sync::Mutex<DumpAnswer>,
+}
+
+/// A worker's answer to a [`ConnDump`] request.
+#[derive(Debug, Default)]
+pub struct DumpAnswer {
+    /// The request this answers.
+    pub request: u64,
+    pub connections: Vec<ConnListing>,
+    /// The dest id of every persistence template (IPVS's PersistConn).
+    pub template_dests: Vec<u32>,
 }
 
 impl ConnDump {

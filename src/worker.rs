@@ -10,7 +10,7 @@ use crossbeam::queue::ArrayQueue;
 
 use crate::addr::MacAddr;
 use crate::conn::Millis;
-use crate::counters::{ConnDump, ConnListing, DropReason, WorkerCounters};
+use crate::counters::{ConnDump, ConnListing, DropReason, DumpAnswer, WorkerCounters};
 use crate::dpdk::{self, Mbuf, Mempool, Port, RxBurst, TxBuffer, TxQueue};
 use crate::neigh::{PendingQueue, Resolution};
 use crate::pipeline::{
@@ -129,6 +129,9 @@ pub struct Worker {
     pub pace_pps: u64,
     /// `[bench] prefill_connections`.
     pub prefill_connections: usize,
+    /// Counted up once this worker has built its tables and is about to
+    /// poll (the management thread waits for all before saying so).
+    pub ready: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A token bucket over the TSC: how many packets the worker may take now.
@@ -176,6 +179,7 @@ impl Worker {
             self.counters.clone(),
         );
         dp.prefill(self.prefill_connections);
+        self.ready.fetch_add(1, Ordering::Release);
         let mut tx: Vec<TxBuffer> = self
             .ports
             .iter()
@@ -474,10 +478,10 @@ impl Worker {
         let Ok(mut answer) = dump.answer.try_lock() else {
             return; // being read: next time
         };
-        if answer.0 == wanted {
+        if answer.request == wanted {
             return;
         }
-        let listing = dp
+        let connections = dp
             .conns
             .iter()
             .take(ConnDump::MAX)
@@ -486,6 +490,11 @@ impl Worker {
                 expires_in: conn.expires_at.saturating_sub(now),
             })
             .collect();
-        *answer = (wanted, listing);
+        let template_dests = dp.templates.iter().map(|(_, t)| t.dest_id).collect();
+        *answer = DumpAnswer {
+            request: wanted,
+            connections,
+            template_dests,
+        };
     }
 }

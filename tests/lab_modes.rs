@@ -111,6 +111,20 @@ fn persistence_keeps_a_client_and_its_netmask_neighbours_on_one_server() {
         assert_eq!(curl_from(&lab, &client, 80), first);
     }
     let per_client: Vec<String> = clients.iter().map(|c| curl_from(&lab, c, 80)).collect();
+    // rvsadm --persistent-conn: one template per client address, on its server.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rvsadm"))
+        .arg("--socket")
+        .arg(Rvsd::socket(&lab))
+        .args(["-L", "-n", "--persistent-conn"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let templates: u64 = listing
+        .lines()
+        .filter(|l| l.contains(":80 ") && l.trim_start().starts_with("->"))
+        .map(|l| l.split_whitespace().nth(3).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(templates, clients.len() as u64, "{listing}");
     let report = rvsd.stop();
     assert_clean(&report);
     assert_eq!(per_client[0], first);

@@ -134,6 +134,7 @@ fn run(config: &Config, config_path: &Path) -> Result<(), Box<dyn std::error::Er
         templates: config.limits.templates as usize,
     };
     let steering = Arc::new(Steering::new(worker_lcores.len(), STEER_QUEUE_DEPTH));
+    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for (queue, (&lcore, counters)) in worker_lcores.iter().zip(&counters).enumerate() {
         let worker = Worker {
             queue: queue as u16,
@@ -146,8 +147,14 @@ fn run(config: &Config, config_path: &Path) -> Result<(), Box<dyn std::error::Er
             hash_seed: RandomState::new().build_hasher().finish(),
             pace_pps: config.bench.pace_pps,
             prefill_connections: config.bench.prefill_connections as usize,
+            ready: ready.clone(),
         };
         dpdk::launch_on_lcore(lcore, Box::new(move || worker.run()))?;
+    }
+    // Workers allocate (and fault in) their tables first: say "forwarding"
+    // only when every one polls.
+    while ready.load(Ordering::Acquire) < worker_lcores.len() && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(1));
     }
     eprintln!(
         "rvsd: forwarding: {} ports, {} services, {} worker lcores {:?}",

@@ -182,10 +182,11 @@ impl Control {
         model
     }
 
-    /// Every worker's connections (`rvsadm -c`), asked for through
+    /// Every worker's connections (`rvsadm -c`) and the dest ids of its
+    /// persistence templates, asked for through
     /// [`crate::counters::ConnDump`]; a worker that does not answer within
     /// half a second is left out.
-    pub fn connections(&self) -> Vec<ConnectionEntry> {
+    pub fn connections(&self) -> (Vec<ConnectionEntry>, Vec<u32>) {
         let workers = self.live.workers();
         let wanted: Vec<u64> = workers
             .iter()
@@ -193,11 +194,13 @@ impl Control {
             .collect();
         let deadline = Instant::now() + std::time::Duration::from_millis(500);
         let mut entries = Vec::new();
+        let mut template_dests = Vec::new();
         for (w, &want) in workers.iter().zip(&wanted) {
             loop {
                 if let Ok(answer) = w.conn_dump.answer.lock() {
-                    if answer.0 >= want {
-                        entries.extend(answer.1.iter().filter_map(connection_entry));
+                    if answer.request >= want {
+                        entries.extend(answer.connections.iter().filter_map(connection_entry));
+                        template_dests.extend_from_slice(&answer.template_dests);
                         break;
                     }
                 }
@@ -207,7 +210,24 @@ impl Control {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
         }
-        entries
+        (entries, template_dests)
+    }
+
+    /// PersistConn: each destination's persistence templates.
+    fn fill_persistent(&self, model: &mut Model, template_dests: &[u32]) {
+        let snapshot = self.shared.snapshot.load_full();
+        if model.services.len() != snapshot.services.len() {
+            return;
+        }
+        for (service, plan) in model.services.iter_mut().zip(&snapshot.services) {
+            for (dest, server) in service.destinations.iter_mut().zip(&plan.servers) {
+                let n = template_dests
+                    .iter()
+                    .filter(|&&d| d == server.dest_id)
+                    .count();
+                dest.persistent_conns = n.min(u32::MAX as usize) as u32;
+            }
+        }
     }
 
     /// Drops, ports and connections, summed over the workers.
@@ -253,8 +273,10 @@ impl Control {
     pub fn ipvsadm(&mut self, args: &[String], stdin: &str) -> Output {
         let mut before = self.live_model();
         if let Ok(adm::Command::List(request)) = adm::args::parse(args) {
-            if request.what == adm::ListWhat::Connections {
-                before.connections = self.connections();
+            if request.what == adm::ListWhat::Connections || request.format.persistent_conn {
+                let (connections, template_dests) = self.connections();
+                before.connections = connections;
+                self.fill_persistent(&mut before, &template_dests);
             }
         }
         let mut model = before.clone();
