@@ -19,14 +19,8 @@
 //! built by `update` (O(n)): a pick is O(1), and load changes need no
 //! notification. [`WeightedFailover::scan`] is the kernel's walk.
 
-use super::tree::{scan, LoadTree, Rank};
-use super::{FlowInfo, Scheduler, ServerLoad};
-
-/// The `fo` scheduler. See the module documentation.
-#[derive(Clone, Debug, Default)]
-pub struct WeightedFailover {
-    tree: LoadTree<HeaviestFirst>,
-}
+use super::tree::{tree_scheduler, Rank};
+use super::ServerLoad;
 
 /// `fo`'s order: highest weight first.
 #[derive(Clone, Copy, Debug, Default)]
@@ -46,38 +40,13 @@ impl Rank for HeaviestFirst {
     }
 }
 
-impl WeightedFailover {
-    /// Call [`Scheduler::update`] before the first pick.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The kernel's choice by a walk over every server, O(n), without
-    /// state: what [`Scheduler::pick`] returns, for comparison.
-    pub fn scan(servers: &[ServerLoad]) -> Option<usize> {
-        scan::<HeaviestFirst>(servers)
-    }
-}
-
-impl Scheduler for WeightedFailover {
-    fn name(&self) -> &'static str {
-        "fo"
-    }
-
-    #[inline]
-    fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
-        self.tree.pick(servers)
-    }
-
-    fn update(&mut self, servers: &[ServerLoad]) {
-        self.tree.rebuild(servers);
-    }
-}
+tree_scheduler!(WeightedFailover, HeaviestFirst, "fo", loads: false);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sched::testing::{flow, server, servers};
+    use crate::sched::Scheduler;
     use proptest::prelude::*;
 
     fn pick(servers: &[ServerLoad]) -> Option<usize> {

@@ -17,14 +17,8 @@
 //! a pick is O(1), [`Scheduler::load_changed`] O(log n), `update` O(n).
 //! [`LeastConnection::scan`] is the kernel's linear walk.
 
-use super::tree::{scan, LoadTree, Rank};
-use super::{FlowInfo, Scheduler, ServerLoad};
-
-/// The `lc` scheduler. See the module documentation.
-#[derive(Clone, Debug, Default)]
-pub struct LeastConnection {
-    tree: LoadTree<ByOverhead>,
-}
+use super::tree::{tree_scheduler, Rank};
+use super::ServerLoad;
 
 /// `lc`'s order: least overhead first.
 #[derive(Clone, Copy, Debug, Default)]
@@ -44,43 +38,13 @@ impl Rank for ByOverhead {
     }
 }
 
-impl LeastConnection {
-    /// Call [`Scheduler::update`] before the first pick.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The kernel's choice by a walk over every server, O(n), without
-    /// state: what [`Scheduler::pick`] returns, for comparison.
-    pub fn scan(servers: &[ServerLoad]) -> Option<usize> {
-        scan::<ByOverhead>(servers)
-    }
-}
-
-impl Scheduler for LeastConnection {
-    fn name(&self) -> &'static str {
-        "lc"
-    }
-
-    #[inline]
-    fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
-        self.tree.pick(servers)
-    }
-
-    fn update(&mut self, servers: &[ServerLoad]) {
-        self.tree.rebuild(servers);
-    }
-
-    #[inline]
-    fn load_changed(&mut self, servers: &[ServerLoad], index: usize) {
-        self.tree.set(servers, index);
-    }
-}
+tree_scheduler!(LeastConnection, ByOverhead, "lc", loads: true);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sched::testing::{flow, server, servers};
+    use crate::sched::Scheduler;
     use proptest::prelude::*;
 
     fn pick(servers: &[ServerLoad]) -> Option<usize> {

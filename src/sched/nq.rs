@@ -26,14 +26,8 @@
 //! [`NeverQueue::scan`] is the kernel's walk.
 
 use super::sed::Queue;
-use super::tree::{scan, LoadTree, Rank};
-use super::{FlowInfo, Scheduler, ServerLoad};
-
-/// The `nq` scheduler. See the module documentation.
-#[derive(Clone, Debug, Default)]
-pub struct NeverQueue {
-    tree: LoadTree<IdleFirst>,
-}
+use super::tree::{tree_scheduler, Rank};
+use super::ServerLoad;
 
 /// `nq`'s order: idle servers first, then shortest expected delay.
 #[derive(Clone, Copy, Debug, Default)]
@@ -58,44 +52,14 @@ impl Rank for IdleFirst {
     }
 }
 
-impl NeverQueue {
-    /// Call [`Scheduler::update`] before the first pick.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The kernel's choice by a walk over the servers, O(n), without
-    /// state: what [`Scheduler::pick`] returns, for comparison.
-    pub fn scan(servers: &[ServerLoad]) -> Option<usize> {
-        scan::<IdleFirst>(servers)
-    }
-}
-
-impl Scheduler for NeverQueue {
-    fn name(&self) -> &'static str {
-        "nq"
-    }
-
-    #[inline]
-    fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
-        self.tree.pick(servers)
-    }
-
-    fn update(&mut self, servers: &[ServerLoad]) {
-        self.tree.rebuild(servers);
-    }
-
-    #[inline]
-    fn load_changed(&mut self, servers: &[ServerLoad], index: usize) {
-        self.tree.set(servers, index);
-    }
-}
+tree_scheduler!(NeverQueue, IdleFirst, "nq", loads: true);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sched::sed::ShortestExpectedDelay;
     use crate::sched::testing::{flow, server, servers};
+    use crate::sched::Scheduler;
     use proptest::prelude::*;
 
     fn pick(servers: &[ServerLoad]) -> Option<usize> {

@@ -24,14 +24,8 @@
 //! [`Scheduler::load_changed`] O(log n), `update` O(n).
 //! [`WeightedOverflow::scan`] is the kernel's walk.
 
-use super::tree::{scan, LoadTree, Rank};
-use super::{FlowInfo, Scheduler, ServerLoad};
-
-/// The `ovf` scheduler. See the module documentation.
-#[derive(Clone, Debug, Default)]
-pub struct WeightedOverflow {
-    tree: LoadTree<HeaviestWithinBudget>,
-}
+use super::tree::{tree_scheduler, Rank};
+use super::ServerLoad;
 
 /// `ovf`'s order: eligible servers only, highest weight first.
 #[derive(Clone, Copy, Debug, Default)]
@@ -51,43 +45,13 @@ impl Rank for HeaviestWithinBudget {
     }
 }
 
-impl WeightedOverflow {
-    /// Call [`Scheduler::update`] before the first pick.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The kernel's choice by a walk over every server, O(n), without
-    /// state: what [`Scheduler::pick`] returns, for comparison.
-    pub fn scan(servers: &[ServerLoad]) -> Option<usize> {
-        scan::<HeaviestWithinBudget>(servers)
-    }
-}
-
-impl Scheduler for WeightedOverflow {
-    fn name(&self) -> &'static str {
-        "ovf"
-    }
-
-    #[inline]
-    fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
-        self.tree.pick(servers)
-    }
-
-    fn update(&mut self, servers: &[ServerLoad]) {
-        self.tree.rebuild(servers);
-    }
-
-    #[inline]
-    fn load_changed(&mut self, servers: &[ServerLoad], index: usize) {
-        self.tree.set(servers, index);
-    }
-}
+tree_scheduler!(WeightedOverflow, HeaviestWithinBudget, "ovf", loads: true);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sched::testing::{flow, server, servers};
+    use crate::sched::Scheduler;
     use proptest::prelude::*;
 
     fn pick(servers: &[ServerLoad]) -> Option<usize> {

@@ -30,14 +30,8 @@
 //! list position: a pick is O(1), [`Scheduler::load_changed`] O(log n),
 //! `update` O(n). [`ShortestExpectedDelay::scan`] is the kernel's walk.
 
-use super::tree::{scan, LoadTree, Rank};
-use super::{FlowInfo, Scheduler, ServerLoad};
-
-/// The `sed` scheduler. See the module documentation.
-#[derive(Clone, Debug, Default)]
-pub struct ShortestExpectedDelay {
-    tree: LoadTree<ByExpectedDelay>,
-}
+use super::tree::{tree_scheduler, Rank};
+use super::ServerLoad;
 
 /// What `sed` and `nq` look at: active connections and (positive) weight.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -83,43 +77,13 @@ impl Rank for ByExpectedDelay {
     }
 }
 
-impl ShortestExpectedDelay {
-    /// Call [`Scheduler::update`] before the first pick.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The kernel's choice by a walk over every server, O(n), without
-    /// state: what [`Scheduler::pick`] returns, for comparison.
-    pub fn scan(servers: &[ServerLoad]) -> Option<usize> {
-        scan::<ByExpectedDelay>(servers)
-    }
-}
-
-impl Scheduler for ShortestExpectedDelay {
-    fn name(&self) -> &'static str {
-        "sed"
-    }
-
-    #[inline]
-    fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
-        self.tree.pick(servers)
-    }
-
-    fn update(&mut self, servers: &[ServerLoad]) {
-        self.tree.rebuild(servers);
-    }
-
-    #[inline]
-    fn load_changed(&mut self, servers: &[ServerLoad], index: usize) {
-        self.tree.set(servers, index);
-    }
-}
+tree_scheduler!(ShortestExpectedDelay, ByExpectedDelay, "sed", loads: true);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sched::testing::{flow, server, servers};
+    use crate::sched::Scheduler;
     use proptest::prelude::*;
 
     fn pick(servers: &[ServerLoad]) -> Option<usize> {

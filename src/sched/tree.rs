@@ -97,6 +97,64 @@ pub(crate) fn scan<R: Rank>(servers: &[ServerLoad]) -> Option<usize> {
     best.map(|(index, _)| index)
 }
 
+/// Defines a scheduler that picks the best server by rank `$rank` from a
+/// [`LoadTree`]: the struct, `new`, `scan` (the kernel's linear walk, for
+/// comparison) and its [`Scheduler`](super::Scheduler) impl. `loads: true`
+/// when the rank reads connection counts, so load changes are replayed into
+/// the tree; `false` when it reads weights only (a configuration change,
+/// which `update` handles).
+macro_rules! tree_scheduler {
+    ($ty:ident, $rank:ty, $name:literal, loads: $loads:literal) => {
+        #[doc = concat!("The `", $name, "` scheduler. See the module documentation.")]
+        #[derive(Clone, Debug, Default)]
+        pub struct $ty {
+            tree: $crate::sched::tree::LoadTree<$rank>,
+        }
+
+        impl $ty {
+            /// Call [`Scheduler::update`](crate::sched::Scheduler::update)
+            /// before the first pick.
+            pub fn new() -> Self {
+                Self::default()
+            }
+
+            /// The kernel's choice by a walk over every server, O(n), without
+            /// state: what the scheduler's pick returns, for comparison.
+            pub fn scan(servers: &[$crate::sched::ServerLoad]) -> Option<usize> {
+                $crate::sched::tree::scan::<$rank>(servers)
+            }
+        }
+
+        impl $crate::sched::Scheduler for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            #[inline]
+            fn pick(
+                &mut self,
+                servers: &[$crate::sched::ServerLoad],
+                _flow: &$crate::sched::FlowInfo,
+            ) -> Option<usize> {
+                self.tree.pick(servers)
+            }
+
+            fn update(&mut self, servers: &[$crate::sched::ServerLoad]) {
+                self.tree.rebuild(servers);
+            }
+
+            #[inline]
+            fn load_changed(&mut self, servers: &[$crate::sched::ServerLoad], index: usize) {
+                if $loads {
+                    self.tree.set(servers, index);
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use tree_scheduler;
+
 /// The tournament tree of one scheduler instance. See the module docs.
 #[derive(Clone, Debug)]
 pub(crate) struct LoadTree<R: Rank> {

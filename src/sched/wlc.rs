@@ -27,14 +27,8 @@
 //! O(1), [`Scheduler::load_changed`] O(log n), `update` O(n).
 //! [`WeightedLeastConnection::scan`] is the kernel's linear walk.
 
-use super::tree::{scan, LoadTree, Rank};
-use super::{FlowInfo, Scheduler, ServerLoad};
-
-/// The `wlc` scheduler. See the module documentation.
-#[derive(Clone, Debug, Default)]
-pub struct WeightedLeastConnection {
-    tree: LoadTree<ByOverheadPerWeight>,
-}
+use super::tree::{tree_scheduler, Rank};
+use super::ServerLoad;
 
 /// `wlc`'s order: least overhead per unit of weight first.
 #[derive(Clone, Copy, Debug, Default)]
@@ -66,44 +60,13 @@ impl Rank for ByOverheadPerWeight {
     }
 }
 
-impl WeightedLeastConnection {
-    /// Call [`Scheduler::update`] before the first pick.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The kernel's choice by a walk over every server, O(n), without
-    /// state: what [`Scheduler::pick`] returns, for comparison and for
-    /// schedulers that need a one-off `wlc` choice.
-    pub fn scan(servers: &[ServerLoad]) -> Option<usize> {
-        scan::<ByOverheadPerWeight>(servers)
-    }
-}
-
-impl Scheduler for WeightedLeastConnection {
-    fn name(&self) -> &'static str {
-        "wlc"
-    }
-
-    #[inline]
-    fn pick(&mut self, servers: &[ServerLoad], _flow: &FlowInfo) -> Option<usize> {
-        self.tree.pick(servers)
-    }
-
-    fn update(&mut self, servers: &[ServerLoad]) {
-        self.tree.rebuild(servers);
-    }
-
-    #[inline]
-    fn load_changed(&mut self, servers: &[ServerLoad], index: usize) {
-        self.tree.set(servers, index);
-    }
-}
+tree_scheduler!(WeightedLeastConnection, ByOverheadPerWeight, "wlc", loads: true);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sched::testing::{flow, server, servers};
+    use crate::sched::Scheduler;
     use proptest::prelude::*;
     use std::cmp::Ordering;
 
