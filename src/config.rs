@@ -1202,6 +1202,32 @@ impl Cx<'_> {
                     "one-packet scheduling is for UDP services only",
                 ));
             }
+            if b.one_packet {
+                // Their replies are translated back by the server's address
+                // and port alone: one server in two such services would be
+                // ambiguous.
+                for (j, srv) in b.servers.iter().enumerate() {
+                    let clash = services.iter().find(|o: &&ServiceConfig| {
+                        o.one_packet
+                            && o.servers.iter().any(|x| {
+                                x.forward == Forward::Nat
+                                    && srv.forward == Forward::Nat
+                                    && x.address == srv.address
+                            })
+                    });
+                    if let Some(other) = clash {
+                        return Err(self.err(
+                            r.server[j].get_ref().address.span(),
+                            format!("{s}.server[{j}].address"),
+                            format!(
+                                "server {} is also in one-packet service {} {}; its replies \
+                                 could not be told apart",
+                                srv.address, other.protocol, other.address
+                            ),
+                        ));
+                    }
+                }
+            }
             services.push(ServiceConfig {
                 protocol,
                 address,
@@ -2971,6 +2997,26 @@ addresses = ["10.0.0.1/8"]
             "service[0].persistence.time",
             "unknown field `time`",
         );
+    }
+
+    #[test]
+    fn one_packet_services_cannot_share_a_nat_server() {
+        let udp = service("one_packet = true\n", "").replace("\"tcp\"", "\"udp\"");
+        let second = "[[service]]\nprotocol = \"udp\"\naddress = \"198.18.0.100:54\"\n\
+                      one_packet = true\n[[service.server]]\naddress = \"198.19.0.11:80\"\n\
+                      forward = \"nat\"\n";
+        expect_err(
+            &format!("{udp}{second}"),
+            22,
+            "service[1].server[0].address",
+            "server 198.19.0.11:80 is also in one-packet service udp 198.18.0.100:80",
+        );
+        // Without one_packet on the second it is fine.
+        assert!(parse(
+            &format!("{udp}{}", second.replace("one_packet = true\n", "")),
+            "t.toml"
+        )
+        .is_ok());
     }
 
     #[test]

@@ -2719,3 +2719,20 @@ fn a_server_over_its_upper_threshold_takes_no_new_connections_until_it_drains() 
     let next: Vec<Ipv4Addr> = (40006..40008).map(|p| to(&mut dp, p, 11_000)).collect();
     assert!(next.contains(&RS1), "RS1 takes connections again: {next:?}");
 }
+
+#[test]
+fn prefilled_connections_fill_the_table_without_touching_loads_or_traffic() {
+    let mut dp = base();
+    dp.prefill(500);
+    assert_eq!(dp.conns.len(), 500);
+    assert_eq!(loads(&dp, SVC_TCP), [load(0, 0), load(0, 0)]);
+    assert_eq!(dp.counters.conns_live.get(), 0);
+    // They never expire, and real traffic is scheduled as before.
+    assert_eq!(dp.expire(u64::MAX / 2, 1 << 16), 0);
+    assert_eq!(handshake(&mut dp, 40000, 0), RS1);
+    assert_eq!(dp.conns.len(), 501);
+    // No room beyond the table: prefill stops at capacity (1024 here).
+    let mut full = base();
+    full.prefill(10_000);
+    assert_eq!(full.conns.len(), 1024);
+}
